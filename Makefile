@@ -1,0 +1,29 @@
+# ragchat: `make run` starts everything on this machine; `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+.PHONY: help run test assets build schema fmt lint clean-data
+
+help: ## List targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+run: ## Fetch models, build, ingest docs/, start llama-server (unless RAGCHAT_LLM_URL is set) and serve on :8000
+	@scripts/run.sh
+
+test: ## fmt, clippy and every test, against a real llama-server and real embeddings
+	@scripts/test.sh
+
+assets: ## Fetch the models and build llama-server into ~/.cache/ragchat (once per machine)
+	@scripts/assets.sh all
+
+build: ## Release build
+	@tc="$$(scripts/toolchain.sh)"; RUSTUP_TOOLCHAIN="$${tc:-$${RUSTUP_TOOLCHAIN:-}}" cargo build --release --locked
+
+schema: ## Regenerate docs/protocol.schema.json from the protocol types
+	@tc="$$(scripts/toolchain.sh)"; RUSTUP_TOOLCHAIN="$${tc:-$${RUSTUP_TOOLCHAIN:-}}" cargo run --quiet --locked -- schema > docs/protocol.schema.json
+
+fmt: ## Format the code
+	@tc="$$(scripts/toolchain.sh)"; RUSTUP_TOOLCHAIN="$${tc:-$${RUSTUP_TOOLCHAIN:-}}" cargo fmt --all
+
+clean-data: ## Delete the local index and records (data/)
+	rm -rf data

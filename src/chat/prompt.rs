@@ -1,0 +1,190 @@
+//! The grounded prompt: system instructions with numbered sources, bounded history, the question;
+//! and citation extraction from the answer.
+
+use crate::chat::protocol::{HistoryMessage, Role, Source};
+use crate::llm::ChatMessage;
+
+/// Built-in system instructions; `RAGCHAT_SYSTEM_PROMPT` replaces them.
+pub const DEFAULT_INSTRUCTIONS: &str = "You are a helpful assistant that answers questions about \
+a set of documents. Answer using only the numbered sources below. After each statement, cite the \
+source it comes from as [n]. If the sources do not contain the answer, say that you do not know. \
+Be concise.";
+
+/// A rough token count that needs no tokenizer: about four characters per token for English
+/// text, plus a few tokens of per-message overhead in chat templates.
+pub fn estimate_tokens(text: &str) -> usize {
+    text.chars().count().div_ceil(4) + 4
+}
+
+/// The newest history messages that fit `budget` estimated tokens, oldest first. Older messages
+/// are dropped first; a message that does not fit ends the selection (no gaps in the history).
+pub fn fit_history(history: &[HistoryMessage], budget: usize) -> &[HistoryMessage] {
+    let mut used = 0;
+    let mut start = history.len();
+    for (i, message) in history.iter().enumerate().rev() {
+        used += estimate_tokens(&message.content);
+        if used > budget {
+            break;
+        }
+        start = i;
+    }
+    &history[start..]
+}
+
+/// The messages sent to the chat model.
+pub fn build(
+    instructions: &str,
+    sources: &[Source],
+    history: &[HistoryMessage],
+    question: &str,
+) -> Vec<ChatMessage> {
+    let mut system = String::with_capacity(
+        instructions.len() + sources.iter().map(|s| s.text.len() + 64).sum::<usize>() + 16,
+    );
+    system.push_str(instructions);
+    system.push_str("\n\nSources:\n");
+    if sources.is_empty() {
+        system.push_str("(no sources were found)\n");
+    }
+    for s in sources {
+        system.push_str(&format!(
+            "\n[{}] {} ({})\n{}\n",
+            s.n,
+            s.title,
+            s.source,
+            s.text.trim()
+        ));
+    }
+    let mut messages = Vec::with_capacity(history.len() + 2);
+    messages.push(ChatMessage {
+        role: "system",
+        content: system,
+    });
+    for h in history {
+        messages.push(ChatMessage {
+            role: match h.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            },
+            content: h.content.clone(),
+        });
+    }
+    messages.push(ChatMessage {
+        role: "user",
+        content: question.to_owned(),
+    });
+    messages
+}
+
+/// Source numbers cited in `answer` as `[n]`, `[n, m]` or `[n][m]`, ascending, deduplicated, and
+/// only those between 1 and `available`.
+pub fn citations(answer: &str, available: usize) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut rest = answer;
+    while let Some(open) = rest.find('[') {
+        rest = &rest[open + 1..];
+        let Some(close) = rest.find(']') else { break };
+        let inside = &rest[..close];
+        let numbers: Option<Vec<u32>> = inside
+            .split(',')
+            .map(|part| part.trim().parse::<u32>().ok())
+            .collect();
+        if let Some(numbers) = numbers {
+            found.extend(
+                numbers
+                    .into_iter()
+                    .filter(|&n| n >= 1 && n as usize <= available),
+            );
+            rest = &rest[close + 1..];
+        }
+    }
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: Role, content: &str) -> HistoryMessage {
+        HistoryMessage {
+            role,
+            content: content.into(),
+        }
+    }
+
+    fn source(n: u32, text: &str) -> Source {
+        Source {
+            n,
+            chunk_id: format!("id{n}"),
+            source: format!("docs/{n}.md"),
+            title: format!("Doc {n}"),
+            text: text.into(),
+            score: 0.9,
+        }
+    }
+
+    #[test]
+    fn citations_keep_only_existing_sources_in_order() {
+        assert_eq!(citations("A [2]. B [1][2]. C [1, 3].", 3), vec![1, 2, 3]);
+        assert_eq!(citations("See [7] and [0] and [2].", 3), vec![2]);
+        assert_eq!(citations("no citations", 3), Vec::<u32>::new());
+        assert_eq!(citations("[a] [1 2] [ 2 ] [", 3), vec![2]);
+        assert_eq!(citations("nested [[1]]", 3), vec![1]);
+    }
+
+    #[test]
+    fn history_drops_oldest_first() {
+        let history = vec![
+            msg(Role::User, &"old question ".repeat(40)),
+            msg(Role::Assistant, &"old answer ".repeat(40)),
+            msg(Role::User, "recent question"),
+            msg(Role::Assistant, "recent answer"),
+        ];
+        let fitted = fit_history(&history, 30);
+        assert_eq!(fitted, &history[2..]);
+        assert_eq!(fit_history(&history, 100_000), &history[..]);
+        assert!(fit_history(&history, 0).is_empty());
+    }
+
+    #[test]
+    fn history_never_has_gaps() {
+        // A small old message must not sneak in once a bigger newer one did not fit.
+        let history = vec![
+            msg(Role::User, "hi"),
+            msg(Role::Assistant, &"long ".repeat(200)),
+            msg(Role::User, "last"),
+        ];
+        assert_eq!(fit_history(&history, 50), &history[2..]);
+    }
+
+    #[test]
+    fn prompt_numbers_sources_and_ends_with_the_question() {
+        let sources = [source(1, "Alpha fact."), source(2, "Beta fact.")];
+        let history = [msg(Role::User, "earlier"), msg(Role::Assistant, "reply")];
+        let messages = build(DEFAULT_INSTRUCTIONS, &sources, &history, "What is beta?");
+        assert_eq!(messages.len(), 4);
+        assert_eq!(messages[0].role, "system");
+        assert!(
+            messages[0]
+                .content
+                .contains("[1] Doc 1 (docs/1.md)\nAlpha fact.")
+        );
+        assert!(
+            messages[0]
+                .content
+                .contains("[2] Doc 2 (docs/2.md)\nBeta fact.")
+        );
+        assert_eq!(messages[1].role, "user");
+        assert_eq!(messages[2].role, "assistant");
+        assert_eq!(messages[3].role, "user");
+        assert_eq!(messages[3].content, "What is beta?");
+    }
+
+    #[test]
+    fn prompt_says_when_nothing_was_found() {
+        let messages = build(DEFAULT_INSTRUCTIONS, &[], &[], "q");
+        assert!(messages[0].content.contains("no sources were found"));
+    }
+}

@@ -1,0 +1,277 @@
+//! One WebSocket session: reads client frames, runs at most one turn at a time, forwards the
+//! turn's frames, keeps the socket alive and closes it when idle or at shutdown. Generic over the
+//! transport so it can be driven without a network.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Duration, MissedTickBehavior, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::protocol::{
+    ClientFrame, ErrorFrame, Limits, PROTOCOL, Ready, ServerFrame, parse_client_frame, token_json,
+};
+use super::{OutputGone, TurnEvent, TurnOutput, TurnRequest, run_turn};
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorCode};
+
+/// What arrives from the client, transport-neutral.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A text frame.
+    Text(String),
+    /// A binary frame (unsupported).
+    Binary,
+    /// A ping or pong from the client's WebSocket stack.
+    Heartbeat,
+    /// The client closed, or the transport failed.
+    Closed,
+    /// A frame over the transport limit.
+    TooLarge,
+}
+
+/// What the session sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    /// A text frame.
+    Text(String),
+    /// A keep-alive ping.
+    Ping,
+    /// A close frame with a code and reason; the session ends after it.
+    Close(u16, &'static str),
+}
+
+/// Close code: normal closure.
+pub const CLOSE_NORMAL: u16 = 1000;
+/// Close code: message too big.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code: service restart.
+pub const CLOSE_RESTART: u16 = 1012;
+
+/// Frames from a turn task to the session loop.
+enum TurnMessage {
+    Frame(String),
+    /// The turn's last frame; the session may take a new ask once it has forwarded it.
+    Final(String),
+}
+
+struct ChannelOutput {
+    turn_id: String,
+    tx: mpsc::Sender<TurnMessage>,
+}
+
+#[async_trait]
+impl TurnOutput for ChannelOutput {
+    async fn emit(&mut self, event: TurnEvent<'_>) -> Result<(), OutputGone> {
+        let message = match event {
+            TurnEvent::Sources(s) => TurnMessage::Frame(ServerFrame::Sources(s.clone()).to_json()),
+            TurnEvent::Token(text) => TurnMessage::Frame(token_json(&self.turn_id, text)),
+            TurnEvent::Final(frame) => TurnMessage::Final(frame.to_json()),
+        };
+        self.tx.send(message).await.map_err(|_| OutputGone)
+    }
+}
+
+struct Running {
+    turn_id: String,
+    cancel: CancellationToken,
+}
+
+fn error_json(turn_id: Option<String>, error: ApiError) -> String {
+    ServerFrame::Error(ErrorFrame::new(turn_id, error)).to_json()
+}
+
+/// Runs a session until the client leaves, it idles out, or shutdown completes.
+pub async fn run<I, O>(state: AppState, mut incoming: I, mut outgoing: O)
+where
+    I: Stream<Item = Incoming> + Unpin + Send,
+    O: Sink<Outgoing> + Unpin + Send,
+{
+    let config = &state.config;
+    let conversation_id = uuid::Uuid::new_v4().to_string();
+    let ready = ServerFrame::Ready(Ready {
+        protocol: PROTOCOL.into(),
+        version: crate::VERSION.into(),
+        limits: Limits {
+            max_question_chars: config.chat.max_question_chars,
+            max_history_messages: config.chat.max_history_messages,
+            max_history_message_chars: config.chat.max_history_message_chars,
+            max_frame_bytes: config.server.max_frame_bytes,
+            test_mode: config.chat.test_mode,
+        },
+    });
+    if outgoing
+        .send(Outgoing::Text(ready.to_json()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+
+    // Bounded: a slow reader holds back its own turn (and so the upstream), never memory.
+    let (turn_tx, mut turn_rx) = mpsc::channel::<TurnMessage>(64);
+    let mut turns = JoinSet::new();
+    let mut running: Option<Running> = None;
+    let mut last_heard = Instant::now();
+    let mut ping = tokio::time::interval(config.ping_interval());
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ping.reset();
+    let shutdown = state.shutdown.clone();
+    let mut draining = false;
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let mut drain_deadline = tokio::time::Instant::now();
+
+    let close: Option<(u16, &'static str)> = loop {
+        tokio::select! {
+            message = incoming.next() => {
+                let message = message.unwrap_or(Incoming::Closed);
+                // Pongs are answered by the client's WebSocket stack, not its user: only frames
+                // the application sent keep a socket from idling out.
+                if matches!(message, Incoming::Text(_) | Incoming::Binary) {
+                    last_heard = Instant::now();
+                }
+                let reply = match message {
+                    Incoming::Closed => break None,
+                    Incoming::TooLarge => break Some((CLOSE_TOO_BIG, "frame too large")),
+                    Incoming::Heartbeat => None,
+                    Incoming::Binary => Some(error_json(None, ApiError::new(
+                        ErrorCode::Unsupported,
+                        "binary frames are not supported; send JSON text frames",
+                    ))),
+                    Incoming::Text(text) => match parse_client_frame(&text) {
+                        Err(e) => Some(error_json(None, e)),
+                        Ok(ClientFrame::Cancel(c)) => {
+                            if let Some(r) = &running
+                                && c.turn_id.as_ref().is_none_or(|id| *id == r.turn_id)
+                            {
+                                r.cancel.cancel();
+                            }
+                            None
+                        }
+                        Ok(ClientFrame::Ask(ask)) => {
+                            let started = Instant::now();
+                            if draining {
+                                Some(error_json(ask.turn_id, ApiError::new(
+                                    ErrorCode::ShuttingDown,
+                                    "the server is restarting; reconnect and ask again",
+                                )))
+                            } else if running.is_some() {
+                                Some(error_json(ask.turn_id, ApiError::new(
+                                    ErrorCode::Busy,
+                                    "a turn is already running on this socket; wait for its \
+                                     done frame or cancel it",
+                                )))
+                            } else {
+                                match TurnRequest::from_ask(ask, &config.chat, &conversation_id) {
+                                    Err((turn_id, e)) => Some(error_json(turn_id, e)),
+                                    Ok(request) => {
+                                        let cancel = CancellationToken::new();
+                                        running = Some(Running {
+                                            turn_id: request.turn_id.clone(),
+                                            cancel: cancel.clone(),
+                                        });
+                                        let span = tracing::info_span!("turn",
+                                            turn_id = %request.turn_id,
+                                            conversation_id = %request.conversation_id);
+                                        let mut output = ChannelOutput {
+                                            turn_id: request.turn_id.clone(),
+                                            tx: turn_tx.clone(),
+                                        };
+                                        let state = state.clone();
+                                        turns.spawn(async move {
+                                            run_turn(&state, request, started, cancel, &mut output)
+                                                .await;
+                                        }.instrument(span));
+                                        None
+                                    }
+                                }
+                            }
+                        }
+                    },
+                };
+                if let Some(json) = reply
+                    && outgoing.send(Outgoing::Text(json)).await.is_err()
+                {
+                    break None;
+                }
+            }
+            Some(message) = turn_rx.recv() => {
+                let json = match message {
+                    TurnMessage::Frame(json) => json,
+                    TurnMessage::Final(json) => {
+                        running = None;
+                        json
+                    }
+                };
+                if outgoing.send(Outgoing::Text(json)).await.is_err() {
+                    break None;
+                }
+                if draining && running.is_none() {
+                    break Some((CLOSE_RESTART, "server restarting"));
+                }
+            }
+            _ = ping.tick() => {
+                if running.is_none() && last_heard.elapsed() >= config.idle_timeout() {
+                    break Some((CLOSE_NORMAL, "idle timeout"));
+                }
+                if outgoing.send(Outgoing::Ping).await.is_err() {
+                    break None;
+                }
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                drain_deadline = tokio::time::Instant::now() + grace;
+                if running.is_none() {
+                    break Some((CLOSE_RESTART, "server restarting"));
+                }
+            }
+            _ = sleep_until(drain_deadline), if draining && running.is_some() => {
+                // Past the grace period: cancel; the turn still sends `done` (cancelled).
+                if let Some(r) = &running {
+                    r.cancel.cancel();
+                }
+                drain_deadline = tokio::time::Instant::now() + grace;
+            }
+            Some(joined) = turns.join_next(), if !turns.is_empty() => {
+                if let Err(e) = joined {
+                    tracing::error!(error = %e, "turn task failed");
+                    let turn_id = running.take().map(|r| r.turn_id);
+                    let json = error_json(turn_id, ApiError::new(
+                        ErrorCode::Internal,
+                        "the turn failed unexpectedly",
+                    ));
+                    if outgoing.send(Outgoing::Text(json)).await.is_err() {
+                        break None;
+                    }
+                }
+            }
+        }
+    };
+
+    // The client is gone or leaving: stop what runs (the record says cancelled) and wait for it,
+    // so that no record is lost with the socket.
+    if let Some(r) = &running {
+        r.cancel.cancel();
+    }
+    drop(turn_tx);
+    let forward = async {
+        while let Some(message) = turn_rx.recv().await {
+            if close.is_some() {
+                let json = match message {
+                    TurnMessage::Frame(json) | TurnMessage::Final(json) => json,
+                };
+                let _ = outgoing.send(Outgoing::Text(json)).await;
+            }
+        }
+    };
+    let ((), _) = tokio::join!(forward, async {
+        while turns.join_next().await.is_some() {}
+    });
+    if let Some((code, reason)) = close {
+        let _ = outgoing.send(Outgoing::Close(code, reason)).await;
+    }
+}

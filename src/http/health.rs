@@ -1,0 +1,63 @@
+//! `/health/live`, `/health/ready` and `/health`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use crate::app::AppState;
+
+/// `GET /health/live`: the process is up.
+pub async fn live() -> impl IntoResponse {
+    Json(json!({ "status": "live" }))
+}
+
+/// `GET /health/ready`: 200 when every backend answers, else 503 naming what is down.
+pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let report = state.health.report(&state).await;
+    if report.ready && !state.shutdown.is_cancelled() {
+        (StatusCode::OK, Json(json!({ "status": "ready" })))
+    } else {
+        let mut down = serde_json::Map::new();
+        for (name, c) in [
+            ("index", &report.index),
+            ("embedder", &report.embedder),
+            ("llm", &report.llm),
+            ("store", &report.store),
+        ] {
+            if let Some(e) = &c.error {
+                down.insert(name.into(), e.clone().into());
+            }
+        }
+        if state.shutdown.is_cancelled() {
+            down.insert("server".into(), "shutting down".into());
+        }
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "code": "not_ready", "down": down })),
+        )
+    }
+}
+
+/// `GET /health`: versions, every component's state and latency, record queue.
+pub async fn details(State(state): State<AppState>) -> impl IntoResponse {
+    let report = state.health.report(&state).await;
+    let stats = state.recorder.stats();
+    Json(json!({
+        "version": crate::VERSION,
+        "protocol": crate::chat::protocol::PROTOCOL,
+        "ready": report.ready,
+        "components": {
+            "index": report.index,
+            "embedder": report.embedder,
+            "llm": report.llm,
+            "store": report.store,
+        },
+        "records": {
+            "queued": state.recorder.queued(),
+            "written": stats.written.load(std::sync::atomic::Ordering::Relaxed),
+            "failed": stats.failed.load(std::sync::atomic::Ordering::Relaxed),
+        },
+    }))
+}

@@ -1,0 +1,408 @@
+//! Ingestion: find `.md`, `.txt` and `.html` files, split them into token-sized chunks with
+//! overlap (markdown-aware for `.md`), embed them and replace each document's chunks in the
+//! index. Unchanged documents are skipped; unreadable ones are reported and skipped.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use text_splitter::{ChunkConfig, ChunkSizer, MarkdownSplitter, TextSplitter};
+
+use crate::embed::Embedder;
+use crate::retrieval::{ChunkPayload, ChunkPoint, VectorIndex, chunk_id};
+
+/// Why ingestion as a whole failed (one bad file does not fail it).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A path given on the command line does not exist.
+    #[error("{0}: no such file or directory")]
+    Missing(PathBuf),
+    /// Chunking settings are invalid.
+    #[error("chunking: {0}")]
+    Chunking(String),
+    /// The embedder failed.
+    #[error(transparent)]
+    Embed(#[from] crate::embed::EmbedError),
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] crate::retrieval::IndexError),
+}
+
+/// What a run did; printed as one JSON line when not on a terminal.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    /// Documents found.
+    pub files: usize,
+    /// Documents (re)indexed.
+    pub indexed: usize,
+    /// Documents skipped because they did not change.
+    pub unchanged: usize,
+    /// Chunks written.
+    pub chunks: usize,
+    /// Documents that could not be read, with the reason.
+    pub skipped: Vec<Skipped>,
+    /// Chunks in the index afterwards.
+    pub index_total: usize,
+    /// Wall time.
+    pub elapsed_ms: u128,
+}
+
+/// A document that was not ingested.
+#[derive(Debug, Serialize)]
+pub struct Skipped {
+    /// Its path.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A loaded document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// Path as given (normalised to `/` separators, no leading `./`).
+    pub source: String,
+    /// First heading, `<title>`, or the file name.
+    pub title: String,
+    /// Plain text (HTML converted).
+    pub text: String,
+    /// Whether to split along markdown structure.
+    pub markdown: bool,
+    /// sha256 of the file's bytes.
+    pub hash: String,
+}
+
+const EXTENSIONS: &[&str] = &["md", "markdown", "txt", "html", "htm"];
+
+/// Every ingestible file under `paths` (directories recursively), sorted, deduplicated.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
+    let mut files = Vec::new();
+    for path in paths {
+        if !path.exists() {
+            return Err(IngestError::Missing(path.clone()));
+        }
+        for entry in walkdir::WalkDir::new(path).follow_links(true) {
+            let Ok(entry) = entry else { continue };
+            let p = entry.path();
+            let ext = p
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            if entry.file_type().is_file() && ext.is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
+            {
+                files.push(p.to_owned());
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+fn source_name(path: &Path) -> String {
+    let s = path.to_string_lossy().replace('\\', "/");
+    s.strip_prefix("./").unwrap_or(&s).to_owned()
+}
+
+/// Reads a file into a document; `Err` says why it is skipped.
+pub fn load(path: &Path) -> Result<Document, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    if bytes.contains(&0) {
+        return Err("binary file (contains NUL bytes)".into());
+    }
+    let raw = String::from_utf8(bytes.clone()).map_err(|_| "not UTF-8 text".to_owned())?;
+    let hash = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let file_name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (title, text, markdown) = match ext.as_str() {
+        "md" | "markdown" => {
+            let title = raw
+                .lines()
+                .find_map(|l| l.strip_prefix("# ").map(|t| t.trim().to_owned()))
+                .unwrap_or(file_name);
+            (title, raw, true)
+        }
+        "html" | "htm" => {
+            let title = html_title(&raw).unwrap_or(file_name);
+            let text = html2text::from_read(raw.as_bytes(), 10_000)
+                .map_err(|e| format!("unreadable HTML: {e}"))?;
+            (title, text, false)
+        }
+        _ => (file_name, raw, false),
+    };
+    if text.trim().is_empty() {
+        return Err("no text".into());
+    }
+    Ok(Document {
+        source: source_name(path),
+        title,
+        text,
+        markdown,
+        hash,
+    })
+}
+
+fn html_title(html: &str) -> Option<String> {
+    let lower = html.to_ascii_lowercase();
+    let start = lower.find("<title")?;
+    let open_end = start + lower[start..].find('>')? + 1;
+    let close = open_end + lower[open_end..].find("</title")?;
+    let title = html[open_end..close]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    (!title.is_empty()).then_some(title)
+}
+
+/// Sizes chunks in the embedder's tokens when it has a tokenizer, else in estimated tokens
+/// (about four characters each).
+struct Sizer<'a>(Option<&'a tokenizers::Tokenizer>);
+
+impl ChunkSizer for Sizer<'_> {
+    fn size(&self, chunk: &str) -> usize {
+        match self.0 {
+            Some(t) => t
+                .encode_fast(chunk, false)
+                .map(|e| e.len())
+                .unwrap_or_else(|_| chunk.len().div_ceil(4)),
+            None => chunk.chars().count().div_ceil(4),
+        }
+    }
+}
+
+/// Splits a document into chunks of at most `tokens` tokens, overlapping by `overlap`.
+pub fn chunk(
+    doc: &Document,
+    tokens: usize,
+    overlap: usize,
+    tokenizer: Option<&tokenizers::Tokenizer>,
+) -> Result<Vec<String>, IngestError> {
+    let config = ChunkConfig::new(tokens)
+        .with_overlap(overlap)
+        .map_err(|e| IngestError::Chunking(e.to_string()))?
+        .with_sizer(Sizer(tokenizer));
+    let chunks: Vec<String> = if doc.markdown {
+        MarkdownSplitter::new(config)
+            .chunks(&doc.text)
+            .map(str::to_owned)
+            .collect()
+    } else {
+        TextSplitter::new(config)
+            .chunks(&doc.text)
+            .map(str::to_owned)
+            .collect()
+    };
+    Ok(chunks
+        .into_iter()
+        .filter(|c| !c.trim().is_empty())
+        .collect())
+}
+
+/// Ingests `paths` into `index`.
+pub async fn run(
+    paths: &[PathBuf],
+    embedder: &dyn Embedder,
+    index: &dyn VectorIndex,
+    chunk_tokens: usize,
+    chunk_overlap: usize,
+) -> Result<Summary, IngestError> {
+    let started = Instant::now();
+    let files = discover(paths)?;
+    let mut summary = Summary {
+        files: files.len(),
+        ..Summary::default()
+    };
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(files.len() as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} files  {msg}  [{elapsed_precise}]",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    for path in files {
+        bar.set_message(source_name(&path));
+        let doc = match load(&path) {
+            Ok(doc) => doc,
+            Err(reason) => {
+                bar.suspend(|| tracing::warn!(path = %path.display(), %reason, "skipped"));
+                summary.skipped.push(Skipped {
+                    path: source_name(&path),
+                    reason,
+                });
+                bar.inc(1);
+                continue;
+            }
+        };
+        if index.source_hash(&doc.source).await?.as_deref() == Some(doc.hash.as_str()) {
+            summary.unchanged += 1;
+            bar.inc(1);
+            continue;
+        }
+        let texts = chunk(&doc, chunk_tokens, chunk_overlap, embedder.token_counter())?;
+        let vectors = embedder.embed(texts.clone()).await?;
+        let points: Vec<ChunkPoint> = texts
+            .into_iter()
+            .zip(vectors)
+            .zip(0u32..)
+            .map(|((text, vector), i)| ChunkPoint {
+                id: chunk_id(&doc.source, i),
+                vector,
+                payload: ChunkPayload {
+                    source: doc.source.clone(),
+                    title: doc.title.clone(),
+                    chunk_index: i,
+                    text,
+                    doc_hash: doc.hash.clone(),
+                },
+            })
+            .collect();
+        summary.chunks += points.len();
+        summary.indexed += 1;
+        index.replace_source(&doc.source, points).await?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if summary.indexed > 0 {
+        index.finish_ingest().await?;
+    }
+    summary.index_total = index.count().await?;
+    summary.elapsed_ms = started.elapsed().as_millis();
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(text: &str, markdown: bool) -> Document {
+        Document {
+            source: "x".into(),
+            title: "x".into(),
+            text: text.into(),
+            markdown,
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn chunks_respect_the_size_and_cover_the_text() {
+        let text = (0..400)
+            .map(|i| format!("Sentence number {i} is here."))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let chunks = chunk(&doc(&text, false), 50, 10, None).expect("chunks");
+        assert!(chunks.len() > 5, "{}", chunks.len());
+        for c in &chunks {
+            assert!(
+                c.chars().count().div_ceil(4) <= 50,
+                "chunk too big: {}",
+                c.len()
+            );
+        }
+        assert!(
+            chunks
+                .first()
+                .is_some_and(|c| c.starts_with("Sentence number 0 "))
+        );
+        assert!(
+            chunks
+                .last()
+                .is_some_and(|c| c.ends_with("Sentence number 399 is here."))
+        );
+    }
+
+    #[test]
+    fn chunks_overlap() {
+        let text = (0..200)
+            .map(|i| format!("Word{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let chunks = chunk(&doc(&text, false), 40, 15, None).expect("chunks");
+        for pair in chunks.windows(2) {
+            let last_word = pair[0].split_whitespace().last().expect("words");
+            assert!(pair[1].contains(last_word), "no overlap between {pair:?}");
+        }
+    }
+
+    #[test]
+    fn markdown_splits_on_sections() {
+        let text = format!(
+            "# Title\n\n## Alpha\n\n{}\n\n## Beta\n\n{}\n",
+            "alpha text. ".repeat(20),
+            "beta text. ".repeat(20)
+        );
+        let chunks = chunk(&doc(&text, true), 80, 0, None).expect("chunks");
+        assert!(
+            chunks.iter().any(|c| c.starts_with("## Beta")),
+            "{chunks:#?}"
+        );
+        assert!(
+            !chunks
+                .iter()
+                .any(|c| c.contains("alpha") && c.contains("beta"))
+        );
+    }
+
+    #[test]
+    fn load_reads_titles_and_rejects_binary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let md = dir.path().join("guide.md");
+        std::fs::write(&md, "intro\n# The Guide\nbody").expect("write");
+        assert_eq!(load(&md).expect("loads").title, "The Guide");
+        let html = dir.path().join("page.html");
+        std::fs::write(&html, "<html><head><TITLE> A  Page </TITLE></head><body><p>Hello <b>world</b></p></body></html>")
+            .expect("write");
+        let page = load(&html).expect("loads");
+        assert_eq!(page.title, "A Page");
+        assert!(
+            page.text.contains("Hello") && !page.text.contains("<p>"),
+            "{}",
+            page.text
+        );
+        let txt = dir.path().join("notes.txt");
+        std::fs::write(&txt, "plain").expect("write");
+        assert_eq!(load(&txt).expect("loads").title, "notes");
+        let bin = dir.path().join("blob.txt");
+        std::fs::write(&bin, [0u8, 159, 146, 150]).expect("write");
+        assert!(load(&bin).is_err());
+        let latin1 = dir.path().join("latin1.txt");
+        std::fs::write(&latin1, [b'c', b'a', b'f', 0xe9]).expect("write");
+        assert!(load(&latin1).expect_err("not utf-8").contains("UTF-8"));
+    }
+
+    #[test]
+    fn discover_filters_extensions_recursively() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
+        for f in ["a/x.md", "a/b/y.HTML", "a/z.txt", "a/skip.pdf", "a/b/noext"] {
+            std::fs::write(dir.path().join(f), "t").expect("write");
+        }
+        let found = discover(&[dir.path().to_owned()]).expect("discovers");
+        let names: Vec<_> = found
+            .iter()
+            .map(|p| {
+                p.strip_prefix(dir.path())
+                    .expect("under")
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(names, vec!["a/b/y.HTML", "a/x.md", "a/z.txt"]);
+        assert!(discover(&[dir.path().join("missing")]).is_err());
+    }
+}

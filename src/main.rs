@@ -1,0 +1,207 @@
+//! The `ragchat` binary: parse the CLI, set up logging, dispatch, map errors to an exit code.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use clap::{Parser, Subcommand};
+use ragchat::app::{self, App};
+use ragchat::chat::protocol::ServerFrame;
+use ragchat::chat::{OutputGone, TurnEvent, TurnOutput, TurnRequest, run_turn};
+use ragchat::config::Config;
+
+/// A WebSocket RAG chat service: answers questions about your documents with cited sources.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the WebSocket chat, the test page and health endpoints.
+    Serve,
+    /// Load, chunk, embed and index documents (.md, .txt, .html; directories recursively).
+    Ingest {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Ask one question from the terminal, streaming the answer to stdout.
+    Ask {
+        /// The question.
+        question: String,
+    },
+    /// Print recent turn records as JSON lines, newest first.
+    Records {
+        /// How many.
+        #[arg(long, default_value_t = 10)]
+        last: usize,
+    },
+    /// Print the JSON Schema of the WebSocket protocol.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ragchat::telemetry::init(cli.config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "fatal");
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<ragchat::config::ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Schema => {
+            let schema = ragchat::chat::protocol::json_schema();
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(())
+        }
+        Command::Records { last } => {
+            let store = app::open_store(&cli.config)?;
+            let mut out = std::io::stdout().lock();
+            for record in store.recent(last).await? {
+                writeln!(out, "{}", serde_json::to_string(&record)?)?;
+            }
+            Ok(())
+        }
+        Command::Serve => {
+            let config = cli.config.validate()?;
+            let addr = config.server.addr;
+            let app = App::build(config).await?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("RAGCHAT_ADDR: cannot listen on {addr}"))?;
+            app.serve(listener, app::shutdown_signal()).await
+        }
+        Command::Ingest { paths } => {
+            let config = cli.config.validate()?;
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!(
+                    "RAGCHAT_DATA_DIR: cannot create {}",
+                    config.data_dir.display()
+                )
+            })?;
+            let embedder = app::open_embedder(&config).await?;
+            let index = app::open_index(&config, embedder.dim()).await?;
+            let summary = ragchat::ingest::run(
+                &paths,
+                embedder.as_ref(),
+                index.as_ref(),
+                config.index.chunk_tokens,
+                config.index.chunk_overlap,
+            )
+            .await?;
+            if std::io::stdout().is_terminal() {
+                println!(
+                    "indexed {} of {} files ({} chunks), {} unchanged, {} skipped; \
+                     the index holds {} chunks ({} ms)",
+                    summary.indexed,
+                    summary.files,
+                    summary.chunks,
+                    summary.unchanged,
+                    summary.skipped.len(),
+                    summary.index_total,
+                    summary.elapsed_ms
+                );
+                for s in &summary.skipped {
+                    println!("  skipped {}: {}", s.path, s.reason);
+                }
+            } else {
+                println!("{}", serde_json::to_string(&summary)?);
+            }
+            Ok(())
+        }
+        Command::Ask { question } => {
+            let config = cli.config.validate()?;
+            let (state, recorder_task) = App::build(config).await?.into_parts();
+            let ask = ragchat::chat::protocol::Ask {
+                question,
+                ..Default::default()
+            };
+            let conversation = uuid::Uuid::new_v4().to_string();
+            let request = TurnRequest::from_ask(ask, &state.config.chat, &conversation)
+                .map_err(|(_, e)| anyhow::anyhow!("{e}"))?;
+            let mut out = Terminal {
+                sources: Vec::new(),
+                failed: None,
+            };
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let on_ctrl_c = cancel.clone();
+            let watcher = tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    on_ctrl_c.cancel();
+                }
+            });
+            run_turn(&state, request, Instant::now(), cancel, &mut out).await;
+            watcher.abort();
+            drop(state);
+            recorder_task.finish().await;
+            match out.failed {
+                Some(message) => anyhow::bail!(message),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// Prints a turn: the answer as it streams, then the numbered sources.
+struct Terminal {
+    sources: Vec<ragchat::chat::protocol::Source>,
+    failed: Option<String>,
+}
+
+#[async_trait]
+impl TurnOutput for Terminal {
+    async fn emit(&mut self, event: TurnEvent<'_>) -> Result<(), OutputGone> {
+        let mut out = std::io::stdout().lock();
+        let written = match event {
+            TurnEvent::Sources(frame) => {
+                self.sources = frame.sources.clone();
+                Ok(())
+            }
+            TurnEvent::Token(text) => write!(out, "{text}").and_then(|()| out.flush()),
+            TurnEvent::Final(ServerFrame::Done(done)) => {
+                let mut lines = String::from("\n\n");
+                let sources = done.sources.as_ref().unwrap_or(&self.sources);
+                for s in sources {
+                    let cited = if done.citations.contains(&s.n) {
+                        "*"
+                    } else {
+                        " "
+                    };
+                    lines.push_str(&format!("{cited}[{}] {} ({})\n", s.n, s.title, s.source));
+                }
+                write!(out, "{lines}").and_then(|()| out.flush())
+            }
+            TurnEvent::Final(ServerFrame::Error(e)) => {
+                self.failed = Some(format!("{}: {}", e.code, e.message));
+                Ok(())
+            }
+            TurnEvent::Final(_) => Ok(()),
+        };
+        written.map_err(|_| OutputGone)
+    }
+}

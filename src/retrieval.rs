@@ -1,0 +1,109 @@
+//! Retrieval: the `VectorIndex` trait over the service's own chunk types, and its backends.
+//! The embedded Qdrant Edge engine is the default; a Qdrant server backend fits the same trait.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub mod edge;
+
+pub use edge::EdgeIndex;
+
+/// Why an index operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The index cannot be opened as configured (e.g. its vector size differs from the
+    /// embedder's).
+    #[error("{0}")]
+    Open(String),
+    /// The engine failed an operation.
+    #[error("index operation failed: {0}")]
+    Engine(String),
+}
+
+/// What each point carries besides its vector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkPayload {
+    /// Path of the document, as ingested.
+    pub source: String,
+    /// Title of the document.
+    pub title: String,
+    /// Position of the chunk in the document, from 0.
+    pub chunk_index: u32,
+    /// The chunk's text.
+    pub text: String,
+    /// sha256 of the whole document, to skip unchanged files on re-ingest.
+    pub doc_hash: String,
+}
+
+/// A chunk ready to upsert.
+#[derive(Debug, Clone)]
+pub struct ChunkPoint {
+    /// Deterministic id: [`chunk_id`] of source and index.
+    pub id: Uuid,
+    /// Unit-length embedding.
+    pub vector: Vec<f32>,
+    /// Payload.
+    pub payload: ChunkPayload,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// Point id.
+    pub id: String,
+    /// Cosine similarity.
+    pub score: f32,
+    /// Payload.
+    pub payload: ChunkPayload,
+}
+
+/// Namespace of chunk ids (UUIDv5), fixed forever so that ids agree across backends and runs.
+const CHUNK_NAMESPACE: Uuid = Uuid::from_u128(0x5c1e_2a8e_7d0b_4b5e_9f3a_6e1d_2c4b_8a90);
+
+/// The point id of chunk `index` of `source`: UUIDv5 of `source#index`.
+pub fn chunk_id(source: &str, index: u32) -> Uuid {
+    Uuid::new_v5(&CHUNK_NAMESPACE, format!("{source}#{index}").as_bytes())
+}
+
+/// A vector index of document chunks.
+#[async_trait]
+pub trait VectorIndex: Send + Sync {
+    /// Vector size the index holds.
+    fn dim(&self) -> usize;
+
+    /// A short description for `/health`.
+    fn describe(&self) -> String;
+
+    /// The `k` nearest chunks to `vector`, best first.
+    async fn search(&self, vector: Vec<f32>, k: usize) -> Result<Vec<Hit>, IndexError>;
+
+    /// The `doc_hash` stored for `source`, if the source is indexed.
+    async fn source_hash(&self, source: &str) -> Result<Option<String>, IndexError>;
+
+    /// Replaces every chunk of `source` with `points` (none left behind from an older version).
+    async fn replace_source(&self, source: &str, points: Vec<ChunkPoint>)
+    -> Result<(), IndexError>;
+
+    /// Number of chunks.
+    async fn count(&self) -> Result<usize, IndexError>;
+
+    /// Builds search structures and makes writes durable after a batch of ingestion.
+    async fn finish_ingest(&self) -> Result<(), IndexError>;
+
+    /// Cheap liveness probe for readiness.
+    async fn ping(&self) -> Result<(), IndexError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_ids_are_deterministic_and_distinct() {
+        assert_eq!(chunk_id("docs/a.md", 0), chunk_id("docs/a.md", 0));
+        assert_ne!(chunk_id("docs/a.md", 0), chunk_id("docs/a.md", 1));
+        assert_ne!(chunk_id("docs/a.md", 0), chunk_id("docs/b.md", 0));
+        assert_eq!(chunk_id("docs/a.md", 0).get_version_num(), 5);
+    }
+}

@@ -1,0 +1,93 @@
+//! Health endpoints, the test page, and the Origin check.
+
+use crate::support::{dead_url, llm_url, spawn_app};
+
+#[tokio::test]
+async fn ready_when_every_backend_answers() {
+    let app = spawn_app(&llm_url(), &[]).await;
+    let client = reqwest::Client::new();
+    let live = client
+        .get(app.http("/health/live"))
+        .send()
+        .await
+        .expect("live");
+    assert_eq!(live.status(), 200);
+    let ready = client
+        .get(app.http("/health/ready"))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(ready.status(), 200);
+    let details: serde_json::Value = client
+        .get(app.http("/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(details["ready"], true);
+    for component in ["index", "embedder", "llm", "store"] {
+        assert_eq!(
+            details["components"][component]["status"], "up",
+            "{details}"
+        );
+        assert!(details["components"][component]["latency_ms"].is_number());
+    }
+    assert_eq!(details["version"], ragchat::VERSION);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_names_the_llm_when_it_is_down() {
+    let app = spawn_app(&dead_url(), &[]).await;
+    let response = reqwest::get(app.http("/health/ready"))
+        .await
+        .expect("ready");
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.expect("json body");
+    assert!(body["down"]["llm"].is_string(), "{body}");
+    assert!(body["down"].get("index").is_none(), "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_test_page_is_served() {
+    let app = spawn_app(&dead_url(), &[]).await;
+    let response = reqwest::get(app.http("/")).await.expect("page");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/html")
+    );
+    let html = response.text().await.expect("body");
+    assert!(html.contains("new WebSocket"), "the page opens a socket");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_foreign_origin_is_refused_with_403() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = spawn_app(&dead_url(), &[]).await;
+    let mut request = app.ws_url().into_client_request().expect("request");
+    request
+        .headers_mut()
+        .insert("origin", "https://evil.example".parse().expect("header"));
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+    let mut same = app.ws_url().into_client_request().expect("request");
+    let origin = format!("http://{}", app.addr);
+    same.headers_mut()
+        .insert("origin", origin.parse().expect("header"));
+    assert!(
+        tokio_tungstenite::connect_async(same).await.is_ok(),
+        "own origin allowed"
+    );
+    app.stop().await;
+}

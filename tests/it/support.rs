@@ -1,0 +1,311 @@
+//! Spawning the app, talking to it over a real WebSocket, and a replay server for recorded
+//! llama-server transcripts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use ragchat::app::{App, AppState, Backends};
+use ragchat::chat::protocol::ServerFrame;
+use ragchat::config::Config;
+use ragchat::embed::{Embedder, LocalEmbedder};
+use ragchat::llm::OpenAiChat;
+use ragchat::retrieval::EdgeIndex;
+use ragchat::store::SqliteStore;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[derive(Parser)]
+#[command(args_override_self = true)]
+struct Args {
+    #[command(flatten)]
+    config: Config,
+}
+
+/// The llama-server that scripts/test.sh started.
+pub fn llm_url() -> String {
+    std::env::var("RAGCHAT_TEST_LLM_URL").expect(
+        "RAGCHAT_TEST_LLM_URL is not set: run the tests with `make test`, which starts a real \
+         llama-server and sets it",
+    )
+}
+
+/// A URL where nothing listens.
+pub fn dead_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+pub fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus")
+}
+
+/// A validated config for a test: temp data dir, the given LLM, small answers, plus `extra`
+/// flags.
+pub fn config(data_dir: &Path, llm_url: &str, extra: &[&str]) -> Config {
+    let mut argv: Vec<String> = vec![
+        "ragchat".into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--llm-url".into(),
+        llm_url.into(),
+        "--llm-max-tokens".into(),
+        "48".into(),
+        "--llm-temperature".into(),
+        "0".into(),
+        "--top-k".into(),
+        "3".into(),
+        "--log-format".into(),
+        "pretty".into(),
+    ];
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    Args::try_parse_from(argv)
+        .expect("test config parses")
+        .config
+        .validate()
+        .expect("test config is valid")
+}
+
+/// MiniLM, loaded once for the whole test binary.
+pub fn embedder() -> Arc<dyn Embedder> {
+    static EMBEDDER: OnceLock<Arc<dyn Embedder>> = OnceLock::new();
+    EMBEDDER
+        .get_or_init(|| {
+            let dir = std::env::var_os("RAGCHAT_EMBED_MODEL_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                        .join(".cache/ragchat/models/all-MiniLM-L6-v2")
+                });
+            Arc::new(LocalEmbedder::load(&dir).expect("MiniLM loads (run scripts/assets.sh)"))
+        })
+        .clone()
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    /// Holds the data dir alive for the app's lifetime.
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Triggers graceful shutdown and waits for the server (and its record writer) to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(60), server)
+                .await
+                .expect("server stops in time")
+                .expect("server task")
+                .expect("server ran cleanly");
+        }
+    }
+}
+
+/// Spawns the app on 127.0.0.1:0 with the fixture corpus ingested.
+pub async fn spawn_app(llm_url: &str, extra: &[&str]) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), llm_url, extra);
+    let embedder = embedder();
+    let index = Arc::new(EdgeIndex::open(&config.index_dir(), embedder.dim()).expect("index"));
+    ragchat::ingest::run(&[corpus_dir()], embedder.as_ref(), index.as_ref(), 200, 30)
+        .await
+        .expect("corpus ingests");
+    let backends = Backends {
+        embedder,
+        index,
+        llm: Arc::new(OpenAiChat::new(&config.llm).expect("llm client")),
+        store: Arc::new(SqliteStore::open(&config.sqlite_path()).expect("store")),
+    };
+    let app = App::with_backends(config, backends);
+    let state = app.state.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        state,
+        _dir: dir,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+/// Opens a socket and reads its `ready` frame.
+pub async fn connect(app: &TestApp) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(app.ws_url())
+        .await
+        .expect("websocket connects");
+    match next_frame(&mut ws).await {
+        ServerFrame::Ready(_) => ws,
+        other => panic!("expected ready, got {other:?}"),
+    }
+}
+
+pub async fn send(ws: &mut Ws, json: serde_json::Value) {
+    ws.send(Message::text(json.to_string()))
+        .await
+        .expect("send");
+}
+
+/// The next JSON frame (pings skipped), within 120 s.
+pub async fn next_frame(ws: &mut Ws) -> ServerFrame {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(120), ws.next())
+            .await
+            .expect("a frame within 120 s")
+            .expect("socket open")
+            .expect("frame ok");
+        match message {
+            Message::Text(text) => {
+                return serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("unparsable frame {text}: {e}"));
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+}
+
+/// Every frame of one turn, up to and including its `done` or `error`.
+pub async fn turn_frames(ws: &mut Ws) -> Vec<ServerFrame> {
+    let mut frames = Vec::new();
+    loop {
+        let frame = next_frame(ws).await;
+        let end = matches!(frame, ServerFrame::Done(_) | ServerFrame::Error(_));
+        frames.push(frame);
+        if end {
+            return frames;
+        }
+    }
+}
+
+/// Waits for the record of `turn_id` to reach the store.
+pub async fn wait_record(app: &TestApp, turn_id: &str) -> ragchat::store::TurnRecord {
+    for _ in 0..200 {
+        if let Some(record) = app.state.store.get(turn_id).await.expect("store readable") {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("record {turn_id} never arrived");
+}
+
+/// Serves recorded llama-server transcripts (and faults derived from them) at
+/// `http://addr/{scenario}/v1/chat/completions`.
+pub async fn replay_server() -> SocketAddr {
+    use axum::extract::Path as UrlPath;
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+
+    fn fixture(name: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/llama-server")
+            .join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+    /// The JSON body of an error transcript (its first line; the second is the status).
+    fn error_body(name: &str) -> String {
+        fixture(name).lines().next().unwrap_or_default().to_owned()
+    }
+    fn sse(body: String) -> Response {
+        ([("content-type", "text/event-stream")], body).into_response()
+    }
+    fn json(status: u16, body: String) -> Response {
+        (
+            axum::http::StatusCode::from_u16(status).expect("status"),
+            [("content-type", "application/json")],
+            body,
+        )
+            .into_response()
+    }
+    fn first_chunks(n: usize) -> String {
+        fixture("stream-basic.sse")
+            .split("\n\n")
+            .take(n)
+            .map(|e| format!("{e}\n\n"))
+            .collect()
+    }
+
+    async fn chat(UrlPath(scenario): UrlPath<String>) -> Response {
+        match scenario.as_str() {
+            "basic" => sse(fixture("stream-basic.sse")),
+            "usage-length" => sse(fixture("stream-usage-length.sse")),
+            // Older builds put usage on the finish chunk.
+            "usage-on-finish" => sse(fixture("stream-basic.sse").replace(
+                r#""timings":{"#,
+                r#""usage":{"completion_tokens":8,"prompt_tokens":49,"total_tokens":57},"timings":{"#,
+            )),
+            "bad-request" => json(400, error_body("error-bad-request.txt")),
+            "overflow" => json(400, error_body("error-context-overflow.txt")),
+            "rate-limited" => {
+                let mut r = json(
+                    429,
+                    r#"{"error":{"code":429,"message":"too many requests","type":"rate_limit_error"}}"#
+                        .into(),
+                );
+                r.headers_mut()
+                    .insert("retry-after-ms", "1500".parse().expect("header"));
+                r
+            }
+            "unavailable" => json(503, error_body("health-startup.txt").replace(" HTTP 503", "")),
+            "error-in-stream" => sse(format!(
+                "{}data: {{\"error\":{{\"code\":500,\"message\":\"model crashed\",\"type\":\"server_error\"}}}}\n\n",
+                first_chunks(3)
+            )),
+            "cut" => sse(first_chunks(4)),
+            "stall" => {
+                let head = first_chunks(2);
+                let body = futures::stream::once(async move { Ok::<_, std::io::Error>(head) })
+                    .chain(futures::stream::pending());
+                (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(body),
+                )
+                    .into_response()
+            }
+            _ => json(404, r#"{"error":{"message":"no such scenario"}}"#.into()),
+        }
+    }
+
+    let router = axum::Router::new()
+        .route("/{scenario}/v1/chat/completions", post(chat))
+        .route(
+            "/{scenario}/v1/models",
+            get(|| async { json(200, r#"{"object":"list","data":[]}"#.into()) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    addr
+}
