@@ -20,7 +20,10 @@ port="$(scripts/free-port.sh)"
 log="$(mktemp -t llama-server.XXXXXX.log)"
 scripts/llama-server.sh "$port" >"$log" 2>&1 &
 llama_pid=$!
-cleanup() { kill "$llama_pid" 2>/dev/null || true; wait "$llama_pid" 2>/dev/null || true; }
+server_pid=""
+cleanup() {
+  for pid in $server_pid $llama_pid; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+}
 trap cleanup EXIT
 if ! scripts/wait-http.sh "http://127.0.0.1:$port/health" "$llama_pid" 180; then
   tail -n 50 "$log" >&2
@@ -33,3 +36,28 @@ export RAGCHAT_EMBED_MODEL_DIR="${RAGCHAT_EMBED_MODEL_DIR:-${RAGCHAT_CACHE:-$HOM
 # LLM-backed tests share one small llama-server on 2 cores: keep them few at a time.
 echo "== cargo test"
 cargo test --locked -- --test-threads "${RAGCHAT_TEST_THREADS:-2}"
+
+echo "== browser test (Chromium drives the test page)"
+if ! command -v chromium >/dev/null; then
+  if [[ "$(id -u)" == 0 ]]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "chromium is not installed: sudo apt-get install chromium" >&2
+    exit 1
+  fi
+fi
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+bin="${CARGO_TARGET_DIR:-target}/debug/ragchat"
+data="$(mktemp -d -t ragchat-browser.XXXXXX)"
+export RAGCHAT_TEST_ARTIFACTS="${RAGCHAT_TEST_ARTIFACTS:-$data}"
+RAGCHAT_DATA_DIR="$data" RAGCHAT_LOG_FORMAT=pretty "$bin" ingest tests/fixtures/corpus >/dev/null
+web_port="$(scripts/free-port.sh)"
+RAGCHAT_DATA_DIR="$data" RAGCHAT_ADDR="127.0.0.1:$web_port" RAGCHAT_LLM_URL="$RAGCHAT_TEST_LLM_URL" \
+  RAGCHAT_LLM_MAX_TOKENS=64 RAGCHAT_TOP_K=3 "$bin" serve >"$data/server.log" 2>&1 &
+server_pid=$!
+if ! scripts/wait-http.sh "http://127.0.0.1:$web_port/health/ready" "$server_pid" 60; then
+  tail -n 30 "$data/server.log" >&2
+  exit 1
+fi
+RAGCHAT_TEST_BASE_URL="http://127.0.0.1:$web_port" node --test tests/browser/
+echo "== screenshots in $RAGCHAT_TEST_ARTIFACTS"
