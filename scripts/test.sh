@@ -9,6 +9,12 @@ echo "== toolchain: $(rustc --version)"
 
 scripts/assets.sh all
 
+if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then
+  # A target dir shared between checkouts (CI's cache) can hold a build of ragchat from another
+  # checkout whose sources cargo still sees as fresh: always rebuild our own crate.
+  cargo clean --quiet --package ragchat
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
@@ -59,5 +65,5 @@ if ! scripts/wait-http.sh "http://127.0.0.1:$web_port/health/ready" "$server_pid
   tail -n 30 "$data/server.log" >&2
   exit 1
 fi
+echo "== screenshots go to $RAGCHAT_TEST_ARTIFACTS"
 RAGCHAT_TEST_BASE_URL="http://127.0.0.1:$web_port" node --test tests/browser/
-echo "== screenshots in $RAGCHAT_TEST_ARTIFACTS"

@@ -138,9 +138,11 @@ pub struct ServerConfig {
 /// What one turn may take and how it is built.
 #[derive(Debug, Clone, Args)]
 pub struct ChatConfig {
-    /// Integration-test mode for every socket: no token frames, `done` carries the whole answer.
-    #[arg(long, env = "RAGCHAT_TEST_MODE", default_value_t = false, global = true,
-          action = clap::ArgAction::Set, value_name = "BOOL")]
+    /// Integration-test mode for every socket: no token frames, `done` carries the whole answer
+    /// (true/false, 1/0, yes/no, on/off).
+    #[arg(long, env = "RAGCHAT_TEST_MODE", default_value = "false", global = true,
+          action = clap::ArgAction::Set, value_name = "BOOL",
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub test_mode: bool,
 
     /// Number of chunks retrieved and shown to the model per question.
@@ -612,6 +614,15 @@ mod tests {
             let err = parse(args).expect_err("must be rejected");
             assert!(err.contains(var), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn booleans_accept_the_usual_spellings() {
+        for (value, expected) in [("true", true), ("1", true), ("yes", true), ("off", false)] {
+            let config = parse(&["--test-mode", value]).expect("parses");
+            assert_eq!(config.chat.test_mode, expected, "{value}");
+        }
+        assert!(parse(&["--test-mode", "maybe"]).is_err());
     }
 
     #[test]
