@@ -20,7 +20,7 @@ build: ## Release build
 	@tc="$$(scripts/toolchain.sh)"; RUSTUP_TOOLCHAIN="$${tc:-$${RUSTUP_TOOLCHAIN:-}}" cargo build --release --locked
 
 schema: ## Regenerate docs/protocol.schema.json from the protocol types
-	@tc="$$(scripts/toolchain.sh)"; RUSTUP_TOOLCHAIN="$${tc:-$${RUSTUP_TOOLCHAIN:-}}" cargo run --quiet --locked -- schema > docs/protocol.schema.json
+	@tc="$$(scripts/toolchain.sh)"; RUSTUP_TOOLCHAIN="$${tc:-$${RUSTUP_TOOLCHAIN:-}}" cargo run --quiet --locked -- schema > docs/protocol.schema.json.tmp && mv docs/protocol.schema.json.tmp docs/protocol.schema.json
 
 fmt: ## Format the code
 	@tc="$$(scripts/toolchain.sh)"; RUSTUP_TOOLCHAIN="$${tc:-$${RUSTUP_TOOLCHAIN:-}}" cargo fmt --all

@@ -24,7 +24,7 @@ fetch() {
     return 0
   fi
   log "downloading $file"
-  url="$(curl -fsSL --retry 3 "$INDEX/$project/" | grep -o "href=\"[^\"]*/$file[#\"][^\"]*\"" | head -n1 | sed -e 's/^href="//' -e 's/#.*//' -e 's/"$//')"
+  url="$(curl -fsSL --retry 3 "$INDEX/$project/" | grep -o "href=\"[^\"]*/$file[#\"][^\"]*\"" | head -n1 | sed -e 's/^href="//' -e 's/#.*//' -e 's/"$//' || true)"
   [[ -n "$url" ]] || { log "cannot find $file in $INDEX/$project/"; exit 1; }
   [[ "$url" == http* ]] || url="$INDEX/$project/$url"
   curl -fSL --retry 3 -o "$DL/$file.part" "$url"

@@ -7,7 +7,8 @@ minor="$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')"
 if [[ "$minor" -ge "$need_minor" ]]; then
   exit 0
 fi
-if command -v rustup >/dev/null && rustup toolchain list | grep -q '^nightly'; then
+toolchains="$(command -v rustup >/dev/null && rustup toolchain list || true)"
+if grep -q '^nightly' <<<"$toolchains"; then
   echo nightly
   exit 0
 fi

@@ -213,7 +213,12 @@ pub async fn run_turn(
                 conversation_id: request.conversation_id.clone(),
                 sources: sources.clone(),
             };
-            if out.emit(TurnEvent::Sources(&frame)).await.is_err() {
+            let sent = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break 'turn Ending::Cancelled,
+                sent = out.emit(TurnEvent::Sources(&frame)) => sent,
+            };
+            if sent.is_err() {
                 break 'turn Ending::Cancelled;
             }
         }
@@ -255,8 +260,16 @@ pub async fn run_turn(
                         timings.ttft = Some(ms(started));
                     }
                     answer.push_str(&text);
-                    if request.stream && out.emit(TurnEvent::Token(&text)).await.is_err() {
-                        break 'turn Ending::Cancelled;
+                    if request.stream {
+                        // A reader that stopped reading must not hold a cancel or shutdown back.
+                        let sent = tokio::select! {
+                            biased;
+                            _ = cancel.cancelled() => break 'turn Ending::Cancelled,
+                            sent = out.emit(TurnEvent::Token(&text)) => sent,
+                        };
+                        if sent.is_err() {
+                            break 'turn Ending::Cancelled;
+                        }
                     }
                 }
                 Some(Ok(ChatEvent::Finish(reason))) => {
@@ -369,6 +382,60 @@ pub async fn run_turn(
         app_version: crate::VERSION.to_owned(),
     };
     state.recorder.record(record).await;
+}
+
+/// The record of a turn whose task panicked: nothing it produced survives, but the turn is not
+/// lost from the audit trail.
+pub fn failed_record(model: &str, request: &TurnSummary, error: &ApiError) -> TurnRecord {
+    let now = now_rfc3339();
+    TurnRecord {
+        id: request.turn_id.clone(),
+        conversation_id: request.conversation_id.clone(),
+        user: request.user.clone(),
+        question: request.question.clone(),
+        answer: String::new(),
+        status: TurnStatus::Failed,
+        error: Some(RecordError {
+            code: error.code.as_str().to_owned(),
+            message: error.message.clone(),
+        }),
+        finish_reason: None,
+        sources: Vec::new(),
+        citations: Vec::new(),
+        model: model.to_owned(),
+        usage: Usage::default(),
+        timings_ms: Timings::default(),
+        created_at: request.created_at.clone(),
+        completed_at: now,
+        app_version: crate::VERSION.to_owned(),
+    }
+}
+
+/// What is kept of a request outside its turn task, to record it if the task fails.
+#[derive(Debug, Clone)]
+pub struct TurnSummary {
+    /// Turn id.
+    pub turn_id: String,
+    /// Conversation id.
+    pub conversation_id: String,
+    /// The question.
+    pub question: String,
+    /// Who asked.
+    pub user: Option<String>,
+    /// When the ask arrived.
+    pub created_at: String,
+}
+
+impl From<&TurnRequest> for TurnSummary {
+    fn from(r: &TurnRequest) -> Self {
+        Self {
+            turn_id: r.turn_id.clone(),
+            conversation_id: r.conversation_id.clone(),
+            question: r.question.clone(),
+            user: r.user.clone(),
+            created_at: now_rfc3339(),
+        }
+    }
 }
 
 #[cfg(test)]

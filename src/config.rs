@@ -439,6 +439,12 @@ impl Config {
                 "must be longer than RAGCHAT_PING_INTERVAL_SECS",
             ));
         }
+        // "a, b/" and an empty value (as in .env.example) mean what they look like.
+        self.server.allowed_origins = std::mem::take(&mut self.server.allowed_origins)
+            .into_iter()
+            .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+            .filter(|o| !o.is_empty())
+            .collect();
         for origin in &self.server.allowed_origins {
             if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
                 return Err(invalid(
@@ -614,6 +620,21 @@ mod tests {
             let err = parse(args).expect_err("must be rejected");
             assert!(err.contains(var), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn origins_are_normalised() {
+        let config = parse(&["--allowed-origins", ""]).expect("empty means own host");
+        assert!(config.server.allowed_origins.is_empty());
+        let config = parse(&[
+            "--allowed-origins",
+            " https://Chat.example.com/ ,http://a:8000",
+        ])
+        .expect("ok");
+        assert_eq!(
+            config.server.allowed_origins,
+            ["https://chat.example.com", "http://a:8000"]
+        );
     }
 
     #[test]

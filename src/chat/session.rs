@@ -2,10 +2,11 @@
 //! turn's frames, keeps the socket alive and closes it when idle or at shutdown. Generic over the
 //! transport so it can be driven without a network.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use futures::{Sink, SinkExt, Stream, StreamExt};
+use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Duration, MissedTickBehavior, sleep_until};
@@ -15,7 +16,7 @@ use tracing::Instrument;
 use super::protocol::{
     ClientFrame, ErrorFrame, Limits, PROTOCOL, Ready, ServerFrame, parse_client_frame, token_json,
 };
-use super::{OutputGone, TurnEvent, TurnOutput, TurnRequest, run_turn};
+use super::{OutputGone, TurnEvent, TurnOutput, TurnRequest, TurnSummary, run_turn};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorCode};
 
@@ -52,6 +53,18 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: service restart.
 pub const CLOSE_RESTART: u16 = 1012;
 
+/// A client that takes no frame for this long is treated as gone: a stalled reader must not hold
+/// the session (or a shutdown) forever.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends one frame; false when the client is gone or stalled.
+async fn send<O: Sink<Outgoing> + Unpin>(outgoing: &mut O, frame: Outgoing) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, outgoing.send(frame)).await,
+        Ok(Ok(()))
+    )
+}
+
 /// Frames from a turn task to the session loop.
 enum TurnMessage {
     Frame(String),
@@ -74,6 +87,16 @@ impl TurnOutput for ChannelOutput {
         };
         self.tx.send(message).await.map_err(|_| OutputGone)
     }
+}
+
+/// A bug in a turn must not cost the client its answer frame or the audit trail its record.
+async fn turn_panicked(state: &AppState, summary: &TurnSummary, output: &ChannelOutput) {
+    tracing::error!("turn panicked");
+    let error = ApiError::new(ErrorCode::Internal, "the turn failed unexpectedly");
+    let json = error_json(Some(summary.turn_id.clone()), error.clone());
+    let _ = output.tx.send(TurnMessage::Final(json)).await;
+    let record = super::failed_record(state.llm.model(), summary, &error);
+    state.recorder.record(record).await;
 }
 
 struct Running {
@@ -104,11 +127,7 @@ where
             test_mode: config.chat.test_mode,
         },
     });
-    if outgoing
-        .send(Outgoing::Text(ready.to_json()))
-        .await
-        .is_err()
-    {
+    if !send(&mut outgoing, Outgoing::Text(ready.to_json())).await {
         return;
     }
 
@@ -182,9 +201,14 @@ where
                                             tx: turn_tx.clone(),
                                         };
                                         let state = state.clone();
+                                        let summary = TurnSummary::from(&request);
                                         turns.spawn(async move {
-                                            run_turn(&state, request, started, cancel, &mut output)
-                                                .await;
+                                            let turn = run_turn(
+                                                &state, request, started, cancel, &mut output,
+                                            );
+                                            if AssertUnwindSafe(turn).catch_unwind().await.is_err() {
+                                                turn_panicked(&state, &summary, &output).await;
+                                            }
                                         }.instrument(span));
                                         None
                                     }
@@ -194,7 +218,7 @@ where
                     },
                 };
                 if let Some(json) = reply
-                    && outgoing.send(Outgoing::Text(json)).await.is_err()
+                    && !send(&mut outgoing, Outgoing::Text(json)).await
                 {
                     break None;
                 }
@@ -207,7 +231,7 @@ where
                         json
                     }
                 };
-                if outgoing.send(Outgoing::Text(json)).await.is_err() {
+                if !send(&mut outgoing, Outgoing::Text(json)).await {
                     break None;
                 }
                 if draining && running.is_none() {
@@ -218,7 +242,7 @@ where
                 if running.is_none() && last_heard.elapsed() >= config.idle_timeout() {
                     break Some((CLOSE_NORMAL, "idle timeout"));
                 }
-                if outgoing.send(Outgoing::Ping).await.is_err() {
+                if !send(&mut outgoing, Outgoing::Ping).await {
                     break None;
                 }
             }
@@ -244,7 +268,7 @@ where
                         ErrorCode::Internal,
                         "the turn failed unexpectedly",
                     ));
-                    if outgoing.send(Outgoing::Text(json)).await.is_err() {
+                    if !send(&mut outgoing, Outgoing::Text(json)).await {
                         break None;
                     }
                 }
@@ -258,20 +282,24 @@ where
         r.cancel.cancel();
     }
     drop(turn_tx);
+    let mut client_ok = close.is_some();
     let forward = async {
+        // Keep draining even once the client is gone: a turn's final frame must never block.
         while let Some(message) = turn_rx.recv().await {
-            if close.is_some() {
+            if client_ok {
                 let json = match message {
                     TurnMessage::Frame(json) | TurnMessage::Final(json) => json,
                 };
-                let _ = outgoing.send(Outgoing::Text(json)).await;
+                client_ok = send(&mut outgoing, Outgoing::Text(json)).await;
             }
         }
     };
     let ((), _) = tokio::join!(forward, async {
         while turns.join_next().await.is_some() {}
     });
-    if let Some((code, reason)) = close {
-        let _ = outgoing.send(Outgoing::Close(code, reason)).await;
+    if let Some((code, reason)) = close
+        && client_ok
+    {
+        send(&mut outgoing, Outgoing::Close(code, reason)).await;
     }
 }
