@@ -38,6 +38,23 @@ fi
 echo "== llama-server ready on 127.0.0.1:$port (pid $llama_pid)"
 
 export RAGCHAT_TEST_LLM_URL="http://127.0.0.1:$port/v1"
+
+echo "== Cosmos DB test server (tests/cosmos-server) and the official Python SDK"
+(cd tests/cosmos-server && npm ci --no-audit --no-fund --loglevel=error)
+cosmos_venv="${RAGCHAT_CACHE:-$HOME/.cache/ragchat}/venv-cosmos"
+if [[ ! -x "$cosmos_venv/bin/python" ]] \
+  || ! cmp -s tests/cosmos-server/requirements.txt "$cosmos_venv/requirements.txt"; then
+  rm -rf "$cosmos_venv"
+  python3 -m venv "$cosmos_venv"
+  "$cosmos_venv/bin/pip" install --quiet --disable-pip-version-check -r tests/cosmos-server/requirements.txt
+  cp tests/cosmos-server/requirements.txt "$cosmos_venv/requirements.txt"
+fi
+export RAGCHAT_TEST_COSMOS_PYTHON="$cosmos_venv/bin/python"
+# The test server's certificate is self-signed, it speaks HTTP/1.1 only and JSON only: the
+# settings the Rust SDK documents for the Cosmos emulator (never set in production).
+export AZURE_COSMOS_EMULATOR_SERVER_CERT_VALIDATION_DISABLED=true
+export AZURE_COSMOS_CONNECTION_POOL_IS_HTTP2_ALLOWED=false
+export AZURE_COSMOS_BINARY_ENCODING_ENABLED=false
 export RAGCHAT_EMBED_MODEL_DIR="${RAGCHAT_EMBED_MODEL_DIR:-${RAGCHAT_CACHE:-$HOME/.cache/ragchat}/models/all-MiniLM-L6-v2}"
 # LLM-backed tests share one small llama-server on 2 cores: keep them few at a time.
 echo "== cargo test"

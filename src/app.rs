@@ -13,8 +13,7 @@ use crate::embed::{Embedder, LocalEmbedder, OpenAiEmbedder};
 use crate::health::Health;
 use crate::llm::{ChatModel, OpenAiChat};
 use crate::retrieval::{EdgeIndex, VectorIndex};
-use crate::store::recorder::RecorderTask;
-use crate::store::{RecordStore, Recorder, SqliteStore};
+use crate::store::{CosmosStore, RecordStore, Recorder, RecorderTask, Spool, SqliteStore};
 
 /// Everything a request needs; cheap to clone.
 #[derive(Clone)]
@@ -88,13 +87,14 @@ pub async fn open_index(config: &Config, dim: usize) -> anyhow::Result<Arc<dyn V
     })
 }
 
-/// Opens the record store.
-pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn RecordStore>> {
+/// Opens the record store and checks it is set up as expected.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn RecordStore>> {
     Ok(match config.store.kind {
         StoreKind::Sqlite => Arc::new(
             SqliteStore::open(&config.sqlite_path())
                 .with_context(|| format!("opening {}", config.sqlite_path().display()))?,
         ),
+        StoreKind::Cosmos => Arc::new(CosmosStore::open(&config.store).await?),
     })
 }
 
@@ -122,7 +122,7 @@ impl Backends {
         let embedder = open_embedder(config).await?;
         let index = open_index(config, embedder.dim()).await?;
         let llm: Arc<dyn ChatModel> = Arc::new(OpenAiChat::new(&config.llm)?);
-        let store = open_store(config)?;
+        let store = open_store(config).await?;
         Ok(Self {
             embedder,
             index,
@@ -136,14 +136,27 @@ impl App {
     /// Opens every backend named by `config`. Fails with a message naming what is wrong.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let backends = Backends::open(&config).await?;
-        Ok(Self::with_backends(config, backends))
+        Self::with_backends(config, backends)
     }
 
-    /// Assembles the app from opened backends and starts the record writer.
-    pub fn with_backends(config: Config, backends: Backends) -> Self {
-        let (recorder, recorder_task) =
-            Recorder::start(Arc::clone(&backends.store), config.store.queue);
-        Self {
+    /// Assembles the app from opened backends and starts the record writer, which first
+    /// replays whatever an earlier run left in the spool.
+    pub fn with_backends(config: Config, backends: Backends) -> anyhow::Result<Self> {
+        let dir = config.spool_dir();
+        let spool =
+            Spool::open(&dir, &crate::store::spool::instance_name()).with_context(|| {
+                format!(
+                    "RAGCHAT_DATA_DIR: cannot open the spool in {}",
+                    dir.display()
+                )
+            })?;
+        let (recorder, recorder_task) = Recorder::start(
+            Arc::clone(&backends.store),
+            Arc::new(spool),
+            config.store.queue,
+            config.retry_policy(),
+        );
+        Ok(Self {
             state: AppState {
                 config: Arc::new(config),
                 embedder: backends.embedder,
@@ -156,7 +169,7 @@ impl App {
                 sessions: TaskTracker::new(),
             },
             recorder_task,
-        }
+        })
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves; then drains sockets (running turns

@@ -33,6 +33,8 @@ pub struct TurnRequest {
     pub question: String,
     /// Earlier messages, oldest first.
     pub history: Vec<HistoryMessage>,
+    /// Load the history from the record store: the ask named a conversation and sent none.
+    pub history_from_store: bool,
     /// Who asks.
     pub user: Option<String>,
     /// Whether to send `sources` and `token` frames.
@@ -96,7 +98,9 @@ impl TurnRequest {
                 "user is longer than 256 characters",
             )));
         }
+        let history_from_store = ask.conversation_id.is_some() && ask.history.is_empty();
         Ok(Self {
+            history_from_store,
             turn_id: ask
                 .turn_id
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
@@ -146,7 +150,7 @@ enum Ending {
 /// Runs one turn to its end and queues its record. `started` is when the ask arrived.
 pub async fn run_turn(
     state: &AppState,
-    request: TurnRequest,
+    mut request: TurnRequest,
     started: Instant,
     cancel: CancellationToken,
     out: &mut dyn TurnOutput,
@@ -157,14 +161,25 @@ pub async fn run_turn(
     let mut answer = String::new();
     let mut sources: Vec<Source> = Vec::new();
     let mut first_token: Option<Instant> = None;
+    let mut history = std::mem::take(&mut request.history);
+    let mut history_turns = 0;
 
     let ending = 'turn: {
-        // 1. Embed the question.
+        // 1. Embed the question; meanwhile, load the conversation when the store keeps it.
         let t = Instant::now();
-        let vector = tokio::select! {
+        let (vector, stored) = tokio::select! {
             biased;
             _ = cancel.cancelled() => break 'turn Ending::Cancelled,
-            v = state.embedder.embed_query(&request.question) => match v {
+            v = futures::future::join(
+                state.embedder.embed_query(&request.question),
+                stored_history(state, &request),
+            ) => v,
+        };
+        if let Some(stored) = stored {
+            history = stored;
+        }
+        let vector = {
+            match vector {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::error!(error = %e, "embedding the question failed");
@@ -173,7 +188,7 @@ pub async fn run_turn(
                         "the question could not be embedded; try again shortly",
                     ));
                 }
-            },
+            }
         };
         timings.embed = ms(t);
 
@@ -224,7 +239,11 @@ pub async fn run_turn(
         }
 
         // 3. Prompt.
-        let history = prompt::fit_history(&request.history, state.config.chat.history_tokens);
+        let history = prompt::fit_history(&history, state.config.chat.history_tokens);
+        history_turns = history
+            .iter()
+            .filter(|m| m.role == protocol::Role::User)
+            .count() as u32;
         let instructions = state
             .config
             .chat
@@ -327,6 +346,7 @@ pub async fn run_turn(
             answer: answer.clone(),
             citations: citations.clone(),
             finish_reason: reason.unwrap_or(FinishReason::Stop),
+            history_turns,
             usage,
             timings_ms: timings,
             sources: (!request.stream).then(|| sources.clone()),
@@ -370,7 +390,7 @@ pub async fn run_turn(
                 n: s.n,
                 chunk_id: s.chunk_id.clone(),
                 source: s.source.clone(),
-                score: s.score,
+                score: (f64::from(s.score) * 1e6).round() / 1e6,
             })
             .collect(),
         citations,
@@ -382,6 +402,52 @@ pub async fn run_turn(
         app_version: crate::VERSION.to_owned(),
     };
     state.recorder.record(record).await;
+}
+
+/// The conversation's earlier turns from the record store, oldest first, when the ask asked for
+/// them. A store that fails costs the turn its history, not its answer.
+async fn stored_history(state: &AppState, request: &TurnRequest) -> Option<Vec<HistoryMessage>> {
+    if !request.history_from_store {
+        return None;
+    }
+    let turns = state.config.chat.max_history_messages.div_ceil(2);
+    let lookup = state.store.conversation(&request.conversation_id, turns);
+    let records = match tokio::time::timeout(HISTORY_TIMEOUT, lookup).await {
+        Ok(Ok(records)) => records,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not load the conversation; answering without it");
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!("the record store did not return the conversation in time");
+            return None;
+        }
+    };
+    Some(history_from_records(records))
+}
+
+/// Longest wait for a stored conversation before answering without it.
+const HISTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Newest-first records to oldest-first messages; failed turns and empty answers are skipped.
+fn history_from_records(records: Vec<TurnRecord>) -> Vec<HistoryMessage> {
+    records
+        .into_iter()
+        .rev()
+        .filter(|r| r.status != TurnStatus::Failed && !r.answer.trim().is_empty())
+        .flat_map(|r| {
+            [
+                HistoryMessage {
+                    role: protocol::Role::User,
+                    content: r.question,
+                },
+                HistoryMessage {
+                    role: protocol::Role::Assistant,
+                    content: r.answer,
+                },
+            ]
+        })
+        .collect()
 }
 
 /// The record of a turn whose task panicked: nothing it produced survives, but the turn is not

@@ -36,8 +36,10 @@ pub enum LlmProvider {
 /// Which store keeps the turn records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {
-    /// SQLite file under the data dir.
+    /// SQLite file under the data dir (one instance).
     Sqlite,
+    /// Azure Cosmos DB for NoSQL (any number of replicas).
+    Cosmos,
 }
 
 /// Log output format.
@@ -398,6 +400,68 @@ pub struct StoreConfig {
         global = true
     )]
     pub queue: usize,
+
+    /// Seconds one record may spend retrying a failing store before it is spooled to disk
+    /// (under the data dir) for replay.
+    #[arg(
+        long = "record-retry-secs",
+        env = "RAGCHAT_RECORD_RETRY_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub retry_secs: u64,
+
+    /// Longest single store call, in milliseconds.
+    #[arg(
+        long = "store-timeout-ms",
+        env = "RAGCHAT_STORE_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub timeout_ms: u64,
+
+    /// Cosmos DB account endpoint, e.g. https://NAME.documents.azure.com:443/.
+    #[arg(
+        long = "cosmos-endpoint",
+        env = "RAGCHAT_COSMOS_ENDPOINT",
+        global = true
+    )]
+    pub cosmos_endpoint: Option<String>,
+
+    /// Cosmos DB database.
+    #[arg(
+        long = "cosmos-database",
+        env = "RAGCHAT_COSMOS_DATABASE",
+        default_value = "ragchat",
+        global = true
+    )]
+    pub cosmos_database: String,
+
+    /// Cosmos DB container (partition key path /conversation_id).
+    #[arg(
+        long = "cosmos-container",
+        env = "RAGCHAT_COSMOS_CONTAINER",
+        default_value = "turns",
+        global = true
+    )]
+    pub cosmos_container: String,
+
+    /// Cosmos DB account key (secret; emulators and tests). Unset: Microsoft Entra ID (managed
+    /// identity, workload identity, or the Azure CLI login), the production default.
+    #[arg(
+        long = "cosmos-key",
+        env = "RAGCHAT_COSMOS_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub cosmos_key: Option<SecretString>,
+
+    /// Create the database and container at start when missing (needs control-plane rights;
+    /// with Entra ID prefer creating them with infra/ and leaving this off).
+    #[arg(long = "cosmos-create", env = "RAGCHAT_COSMOS_CREATE", default_value = "false",
+          global = true, action = clap::ArgAction::Set, value_name = "BOOL",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub cosmos_create: bool,
 }
 
 /// A setting that cannot work, named by its environment variable.
@@ -452,6 +516,43 @@ impl Config {
                     format!("{origin:?} is not an origin; use e.g. https://chat.example.com or *"),
                 ));
             }
+        }
+        if self.store.kind == StoreKind::Cosmos {
+            match &self.store.cosmos_endpoint {
+                None => {
+                    return Err(invalid(
+                        "RAGCHAT_COSMOS_ENDPOINT",
+                        "required with RAGCHAT_STORE=cosmos, e.g. \
+                         https://NAME.documents.azure.com:443/",
+                    ));
+                }
+                Some(url) if reqwest::Url::parse(url).is_err() || !url.starts_with("http") => {
+                    return Err(invalid(
+                        "RAGCHAT_COSMOS_ENDPOINT",
+                        format!("{url:?} is not a URL; e.g. https://NAME.documents.azure.com:443/"),
+                    ));
+                }
+                Some(_) => {}
+            }
+            for (var, name) in [
+                ("RAGCHAT_COSMOS_DATABASE", &self.store.cosmos_database),
+                ("RAGCHAT_COSMOS_CONTAINER", &self.store.cosmos_container),
+            ] {
+                // Cosmos forbids these in resource ids.
+                if name.is_empty()
+                    || name.len() > 255
+                    || name.contains(['/', '\\', '?', '#'])
+                    || name.ends_with(' ')
+                {
+                    return Err(invalid(
+                        var,
+                        "must be 1-255 characters without / \\ ? # or a trailing space",
+                    ));
+                }
+            }
+        }
+        if self.store.timeout_ms < 100 {
+            return Err(invalid("RAGCHAT_STORE_TIMEOUT_MS", "must be at least 100"));
         }
         if self.index.chunk_tokens < 16 || self.index.chunk_tokens > 8192 {
             return Err(invalid(
@@ -535,6 +636,20 @@ impl Config {
         self.data_dir.join("records.sqlite")
     }
 
+    /// Where records wait when the store cannot take them.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
+    }
+
+    /// Retry policy of the record path.
+    pub fn retry_policy(&self) -> crate::store::RetryPolicy {
+        crate::store::RetryPolicy {
+            budget: Duration::from_secs(self.store.retry_secs),
+            attempt_timeout: Duration::from_millis(self.store.timeout_ms),
+            ..crate::store::RetryPolicy::default()
+        }
+    }
+
     /// Keep-alive ping interval.
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs(self.server.ping_interval_secs)
@@ -615,6 +730,23 @@ mod tests {
                 "RAGCHAT_IDLE_TIMEOUT_SECS",
             ),
             (&["--llm-temperature", "3"], "RAGCHAT_LLM_TEMPERATURE"),
+            (&["--store", "cosmos"], "RAGCHAT_COSMOS_ENDPOINT"),
+            (
+                &["--store", "cosmos", "--cosmos-endpoint", "not a url"],
+                "RAGCHAT_COSMOS_ENDPOINT",
+            ),
+            (
+                &[
+                    "--store",
+                    "cosmos",
+                    "--cosmos-endpoint",
+                    "https://a.documents.azure.com:443/",
+                    "--cosmos-container",
+                    "a/b",
+                ],
+                "RAGCHAT_COSMOS_CONTAINER",
+            ),
+            (&["--store-timeout-ms", "5"], "RAGCHAT_STORE_TIMEOUT_MS"),
         ];
         for (args, var) in cases {
             let err = parse(args).expect_err("must be rejected");

@@ -16,7 +16,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// One component's state.
 #[derive(Debug, Clone, Serialize)]
 pub struct Component {
-    /// `up` or `down`.
+    /// `up`, `down`, or (the record store only) `degraded`: failing, but turns are still
+    /// answered and their records spooled, so the replica stays ready.
     pub status: &'static str,
     /// Backend description.
     pub backend: String,
@@ -68,6 +69,26 @@ async fn probe<E: std::fmt::Display>(
     }
 }
 
+/// A store that is set up wrongly makes the replica unready; one that is merely unreachable or
+/// throttling does not: records wait in the spool while turns go on.
+async fn probe_store(state: &AppState) -> Component {
+    let mut transient = false;
+    let ping = async {
+        let result = state.store.ping().await;
+        transient = result
+            .as_ref()
+            .is_err_and(crate::store::StoreError::is_transient);
+        result
+    };
+    let mut component = probe(state.store.describe(), ping).await;
+    if component.error.is_some()
+        && (transient || component.latency_ms >= 1e3 * PROBE_TIMEOUT.as_secs_f64())
+    {
+        component.status = "degraded";
+    }
+    component
+}
+
 impl Health {
     /// The current report, probing again when the cached one is stale. Concurrent callers
     /// share one probe.
@@ -85,11 +106,11 @@ impl Health {
                 format!("{} ({})", state.config.llm.url, state.llm.model()),
                 state.llm.ping()
             ),
-            probe(state.store.describe(), state.store.ping()),
+            probe_store(state),
         );
         let ready = [&index, &embedder, &llm, &store]
             .iter()
-            .all(|c| c.error.is_none());
+            .all(|c| c.status != "down");
         let report = Arc::new(Report {
             ready,
             index,

@@ -43,6 +43,9 @@ enum Command {
         /// How many.
         #[arg(long, default_value_t = 10)]
         last: usize,
+        /// Only this conversation's turns.
+        #[arg(long)]
+        conversation: Option<String>,
     },
     /// Print the JSON Schema of the WebSocket protocol.
     Schema,
@@ -79,10 +82,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(())
         }
-        Command::Records { last } => {
-            let store = app::open_store(&cli.config)?;
+        Command::Records { last, conversation } => {
+            let config = cli.config.validate()?;
+            let store = app::open_store(&config).await?;
+            let records = match conversation {
+                Some(id) => store.conversation(&id, last).await?,
+                None => store.recent(last).await?,
+            };
             let mut out = std::io::stdout().lock();
-            for record in store.recent(last).await? {
+            for record in records {
                 writeln!(out, "{}", serde_json::to_string(&record)?)?;
             }
             Ok(())

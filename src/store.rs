@@ -1,15 +1,20 @@
-//! Turn records: the record schema, the `RecordStore` trait, its SQLite backend, and the
-//! `Recorder` queue that writes records off the streaming path.
+//! Turn records: the record schema, the `RecordStore` trait with its SQLite and Cosmos DB
+//! backends, and the `Recorder` that writes records off the streaming path, retries, and spools
+//! to disk what the store cannot take yet.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::chat::protocol::{Timings, Usage};
 
+pub mod cosmos;
 pub mod recorder;
+pub mod spool;
 pub mod sqlite;
 
-pub use recorder::Recorder;
+pub use cosmos::CosmosStore;
+pub use recorder::{Recorder, RecorderTask, RetryPolicy};
+pub use spool::Spool;
 pub use sqlite::SqliteStore;
 
 /// How a turn ended.
@@ -33,8 +38,9 @@ pub struct RecordSource {
     pub chunk_id: String,
     /// Document path.
     pub source: String,
-    /// Similarity.
-    pub score: f32,
+    /// Similarity, to 6 decimals (a 64-bit number, so every store and reader sees the same
+    /// digits).
+    pub score: f64,
 }
 
 /// The error that ended a failed turn.
@@ -85,29 +91,67 @@ pub struct TurnRecord {
 }
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The backend failed.
-    #[error("record store: {0}")]
-    Backend(String),
+    /// Worth retrying: throttled (429), timed out, unreachable, 5xx, or not authorised yet.
+    #[error("record store unavailable: {message}")]
+    Transient {
+        /// What happened.
+        message: String,
+        /// How long the store asked us to wait (Cosmos `x-ms-retry-after-ms`).
+        retry_after: Option<std::time::Duration>,
+    },
+    /// The store refused this record for good (e.g. malformed or too large); retrying cannot
+    /// help.
+    #[error("record store refused the record: {0}")]
+    Rejected(String),
+    /// The store is set up wrongly (missing container, wrong partition key, bad credentials at
+    /// start); the message says how to fix it.
+    #[error("{0}")]
+    Misconfigured(String),
+    /// This backend cannot do that.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl StoreError {
+    /// A transient error without a retry hint.
+    pub fn transient(message: impl std::fmt::Display) -> Self {
+        Self::Transient {
+            message: message.to_string(),
+            retry_after: None,
+        }
+    }
+
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
 }
 
 /// Where turn records are kept.
 #[async_trait]
 pub trait RecordStore: Send + Sync {
-    /// Inserts or replaces the record with this id (idempotent).
+    /// Inserts or replaces the record with this id (idempotent: a replay never duplicates).
     async fn put(&self, record: &TurnRecord) -> Result<(), StoreError>;
 
-    /// The record with this id.
-    async fn get(&self, id: &str) -> Result<Option<TurnRecord>, StoreError>;
+    /// The record with this id, in this conversation.
+    async fn get(&self, conversation_id: &str, id: &str) -> Result<Option<TurnRecord>, StoreError>;
 
-    /// The most recent `n` records, newest first.
+    /// The newest `n` records of a conversation, newest first.
+    async fn conversation(
+        &self,
+        conversation_id: &str,
+        n: usize,
+    ) -> Result<Vec<TurnRecord>, StoreError>;
+
+    /// The most recent `n` records across conversations, newest first.
     async fn recent(&self, n: usize) -> Result<Vec<TurnRecord>, StoreError>;
 
-    /// A short description for `/health`.
+    /// A short description for `/health` (no secrets).
     fn describe(&self) -> String;
 
-    /// Cheap liveness probe for readiness.
+    /// Readiness probe: the store answers and is set up as expected.
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
@@ -120,4 +164,38 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(FORMAT)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A small completed record.
+    pub(crate) fn record(conversation_id: &str, id: &str) -> TurnRecord {
+        TurnRecord {
+            id: id.into(),
+            conversation_id: conversation_id.into(),
+            user: None,
+            question: format!("question {id}"),
+            answer: format!("answer {id}"),
+            status: TurnStatus::Completed,
+            error: None,
+            finish_reason: Some("stop".into()),
+            sources: Vec::new(),
+            citations: Vec::new(),
+            model: "m".into(),
+            usage: Usage::default(),
+            timings_ms: Timings::default(),
+            created_at: now_rfc3339(),
+            completed_at: now_rfc3339(),
+            app_version: "test".into(),
+        }
+    }
+
+    #[test]
+    fn timestamps_are_fixed_width_utc() {
+        let t = now_rfc3339();
+        assert_eq!(t.len(), "2026-01-01T00:00:00.000Z".len(), "{t}");
+        assert!(t.ends_with('Z'));
+    }
 }

@@ -197,6 +197,9 @@ pub struct Done {
     pub citations: Vec<u32>,
     /// Why generation stopped.
     pub finish_reason: FinishReason,
+    /// Earlier turns (question and answer pairs) the prompt included: from the ask's `history`,
+    /// or loaded from the record store when the ask named a `conversation_id` and sent none.
+    pub history_turns: u32,
     /// Token counts.
     pub usage: Usage,
     /// Timings.
@@ -360,6 +363,7 @@ mod tests {
                 answer: "Paris [1].".into(),
                 citations: vec![1],
                 finish_reason: FinishReason::Stop,
+                history_turns: 0,
                 usage: Usage {
                     prompt_tokens: Some(10),
                     completion_tokens: None,

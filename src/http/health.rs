@@ -13,7 +13,8 @@ pub async fn live() -> impl IntoResponse {
     Json(json!({ "status": "live" }))
 }
 
-/// `GET /health/ready`: 200 when every backend answers, else 503 naming what is down.
+/// `GET /health/ready`: 200 when every backend answers (a degraded record store still counts:
+/// records are spooled), else 503 naming what is down.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let report = state.health.report(&state).await;
     if report.ready && !state.shutdown.is_cancelled() {
@@ -26,7 +27,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             ("llm", &report.llm),
             ("store", &report.store),
         ] {
-            if let Some(e) = &c.error {
+            if let (Some(e), "down") = (&c.error, c.status) {
                 down.insert(name.into(), e.clone().into());
             }
         }
@@ -40,10 +41,9 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// `GET /health`: versions, every component's state and latency, record queue.
+/// `GET /health`: versions, every component's state and latency, the record path.
 pub async fn details(State(state): State<AppState>) -> impl IntoResponse {
     let report = state.health.report(&state).await;
-    let stats = state.recorder.stats();
     Json(json!({
         "version": crate::VERSION,
         "protocol": crate::chat::protocol::PROTOCOL,
@@ -54,10 +54,6 @@ pub async fn details(State(state): State<AppState>) -> impl IntoResponse {
             "llm": report.llm,
             "store": report.store,
         },
-        "records": {
-            "queued": state.recorder.queued(),
-            "written": stats.written.load(std::sync::atomic::Ordering::Relaxed),
-            "failed": stats.failed.load(std::sync::atomic::Ordering::Relaxed),
-        },
+        "records": state.recorder.status(),
     }))
 }

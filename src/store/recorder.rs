@@ -1,29 +1,121 @@
-//! The record queue: turns hand their record to a bounded queue and move on; one writer task
-//! drains it into the store, so a slow store never delays tokens or `done`.
+//! The record path. Turns hand their record to a bounded queue and move on; a writer task
+//! delivers records to the store with a few in flight, retrying transient failures with
+//! exponential back-off and jitter (honouring the store's retry-after) within a time budget.
+//! What the store cannot take in time, or what overflows the queue, goes to the on-disk
+//! [`Spool`], which is replayed in order once the store answers again, and at start-up.
+//! No path drops a record: the last resort, when even the disk fails, is the error log with the
+//! record's JSON.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
-use super::{RecordStore, TurnRecord};
+use super::{RecordStore, Spool, StoreError, TurnRecord, now_rfc3339};
+
+/// Records delivered to the store at once.
+const IN_FLIGHT: usize = 16;
+/// Records replayed from the spool per batch.
+const REPLAY_BATCH: usize = 64;
+/// How long shutdown may spend replaying the spool into a store that answers.
+const SHUTDOWN_REPLAY: Duration = Duration::from_secs(5);
+
+/// How hard to try before spooling.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Total time one record may spend retrying before it is spooled.
+    pub budget: Duration,
+    /// Longest single store call.
+    pub attempt_timeout: Duration,
+    /// First back-off; doubles per attempt, with jitter.
+    pub base: Duration,
+    /// Longest back-off.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            budget: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(10),
+            base: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Back-off before attempt `attempt + 1`: exponential, "equal jitter" (half fixed, half
+    /// random), capped.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.max_backoff);
+        let random = std::collections::hash_map::RandomState::new().hash_one(attempt);
+        exp / 2 + exp.mul_f64((random % 1000) as f64 / 2000.0)
+    }
+}
 
 /// Sends records to the writer task.
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<TurnRecord>,
-    stats: Arc<Stats>,
+    shared: Arc<Shared>,
 }
 
-/// Counters for `/health`.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Records written.
-    pub written: AtomicU64,
-    /// Records the store refused (logged with their JSON so they can be replayed).
-    pub failed: AtomicU64,
+struct Shared {
+    store: Arc<dyn RecordStore>,
+    spool: Arc<Spool>,
+    policy: RetryPolicy,
+    stats: Stats,
+    /// Set by spool appends made outside the writer (queue overflow), so it schedules a replay.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Stats {
+    written: AtomicU64,
+    retried: AtomicU64,
+    spooled: AtomicU64,
+    replayed: AtomicU64,
+    rejected: AtomicU64,
+    degraded: AtomicBool,
+    last_error: Mutex<Option<(String, String)>>,
+}
+
+/// The record path's state, for `/health`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecorderStatus {
+    /// `ok`, or `degraded` while the store fails or records wait in the spool. Turns are still
+    /// answered either way.
+    pub state: &'static str,
+    /// Records waiting in the in-memory queue.
+    pub queued: usize,
+    /// Records waiting in the on-disk spool.
+    pub spooled: u64,
+    /// Records written since start (first try or retried).
+    pub written: u64,
+    /// Store calls retried since start.
+    pub retried: u64,
+    /// Records replayed from the spool since start.
+    pub replayed: u64,
+    /// Records the store refused for good, kept in the spool dir's `rejected.jsonl`.
+    pub rejected: u64,
+    /// The last store error, and when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the last store error happened (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<String>,
 }
 
 /// The writer task; await [`RecorderTask::finish`] at shutdown to flush the queue.
@@ -32,74 +124,456 @@ pub struct RecorderTask {
     close: CancellationToken,
 }
 
-async fn write(store: &dyn RecordStore, stats: &Stats, record: TurnRecord) {
-    match store.put(&record).await {
-        Ok(()) => {
-            stats.written.fetch_add(1, Ordering::Relaxed);
+impl Shared {
+    fn failed(&self, error: &StoreError) {
+        self.stats.degraded.store(true, Ordering::Relaxed);
+        *self
+            .stats
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some((error.to_string(), now_rfc3339()));
+    }
+
+    fn succeeded(&self) {
+        if self.spool.is_empty() {
+            self.stats.degraded.store(false, Ordering::Relaxed);
         }
-        Err(e) => {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
-            // Logged whole so that no turn is lost even when the store is.
-            let json = serde_json::to_string(&record).unwrap_or_default();
-            tracing::error!(error = %e, turn_id = %record.id, record = %json,
-                "could not write the turn record");
+    }
+
+    /// Appends to the spool (fsynced) off the runtime.
+    async fn spool(&self, records: Vec<TurnRecord>) {
+        let n = records.len() as u64;
+        let spool = Arc::clone(&self.spool);
+        let result = tokio::task::spawn_blocking(move || {
+            let r = spool.append(&records);
+            (r, records)
+        })
+        .await;
+        match result {
+            Ok((Ok(()), records)) => {
+                self.stats.spooled.fetch_add(n, Ordering::Relaxed);
+                self.stats.degraded.store(true, Ordering::Relaxed);
+                for r in &records {
+                    tracing::warn!(turn_id = %r.id, "record spooled; it will be replayed");
+                }
+            }
+            Ok((Err(e), records)) => {
+                for record in &records {
+                    last_resort(record, &e);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "spool task failed"),
+        }
+    }
+
+    fn reject(&self, record: &TurnRecord, error: &StoreError) {
+        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %error, turn_id = %record.id, "the store refused a record for good");
+        if let Err(e) = self.spool.set_aside_record(record) {
+            last_resort(record, &e);
+        }
+    }
+
+    /// One store call, bounded in time.
+    async fn put_once(&self, record: &TurnRecord) -> Result<(), StoreError> {
+        match timeout(self.policy.attempt_timeout, self.store.put(record)).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::transient(format!(
+                "no answer within {:?}",
+                self.policy.attempt_timeout
+            ))),
+        }
+    }
+
+    /// Writes one record, retrying within the budget; spools it when that runs out or the
+    /// process is closing.
+    async fn deliver(self: Arc<Self>, record: TurnRecord, closing: CancellationToken) {
+        let deadline = Instant::now() + self.policy.budget;
+        let mut attempt = 0;
+        loop {
+            let error = match self.put_once(&record).await {
+                Ok(()) => {
+                    self.stats.written.fetch_add(1, Ordering::Relaxed);
+                    self.succeeded();
+                    return;
+                }
+                Err(e) => e,
+            };
+            self.failed(&error);
+            let wait = match &error {
+                StoreError::Transient { retry_after, .. } => {
+                    retry_after.unwrap_or_else(|| self.policy.backoff(attempt))
+                }
+                _ => return self.reject(&record, &error),
+            };
+            if closing.is_cancelled() || Instant::now() + wait > deadline {
+                tracing::warn!(error = %error, turn_id = %record.id, attempts = attempt + 1,
+                    "store unavailable past the retry budget");
+                return self.spool(vec![record]).await;
+            }
+            tracing::debug!(error = %error, turn_id = %record.id, ?wait, "retrying record");
+            self.stats.retried.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                () = sleep(wait) => {}
+                () = closing.cancelled() => {}
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Replays the spool in order until it is empty (true), the store fails or `stop` says so
+    /// (false).
+    async fn replay(&self, stop: impl Fn() -> bool) -> bool {
+        loop {
+            let spool = Arc::clone(&self.spool);
+            let batch =
+                match tokio::task::spawn_blocking(move || spool.read_front(REPLAY_BATCH)).await {
+                    Ok(Ok(batch)) => batch,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot read the spool");
+                        return false;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "spool task failed");
+                        return false;
+                    }
+                };
+            if batch.is_empty() {
+                self.succeeded();
+                return true;
+            }
+            let mut done = 0;
+            let mut stalled = false;
+            for record in &batch {
+                match self.put_once(record).await {
+                    Ok(()) => {
+                        self.stats.replayed.fetch_add(1, Ordering::Relaxed);
+                        self.stats.written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) if !e.is_transient() => {
+                        self.failed(&e);
+                        self.reject(record, &e);
+                    }
+                    Err(e) => {
+                        self.failed(&e);
+                        stalled = true;
+                        break;
+                    }
+                }
+                done += 1;
+                if stop() {
+                    stalled = true;
+                    break;
+                }
+            }
+            if done > 0 {
+                let spool = Arc::clone(&self.spool);
+                match tokio::task::spawn_blocking(move || spool.remove_front(done)).await {
+                    Ok(Ok(())) => tracing::info!(
+                        replayed = done,
+                        left = self.spool.len(),
+                        "replayed spooled records"
+                    ),
+                    Ok(Err(e)) => {
+                        // They are in the store and still in the spool: a later replay
+                        // upserts them again, which is harmless.
+                        tracing::error!(error = %e, "cannot trim the spool");
+                        return false;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "spool task failed");
+                        return false;
+                    }
+                }
+            }
+            if stalled {
+                return self.spool.is_empty();
+            }
+        }
+    }
+}
+
+fn last_resort(record: &TurnRecord, error: &std::io::Error) {
+    // The store and the disk both failed: the log is the last place the turn survives.
+    let json = serde_json::to_string(record).unwrap_or_default();
+    tracing::error!(error = %error, turn_id = %record.id, record = %json,
+        "could not spool the turn record; it is only in this log line");
+}
+
+async fn writer(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<TurnRecord>,
+    closing: CancellationToken,
+) {
+    let mut in_flight = FuturesUnordered::new();
+    let mut replay_at: Option<Instant> = (!shared.spool.is_empty()).then(Instant::now);
+    let mut replay_attempt = 0;
+    let mut closed = false;
+    loop {
+        if replay_at.is_none() && !shared.spool.is_empty() {
+            replay_at = Some(Instant::now() + shared.policy.backoff(replay_attempt));
+        }
+        tokio::select! {
+            biased;
+            () = closing.cancelled(), if !closed => {
+                // Refuse new records, then drain what is queued.
+                rx.close();
+                closed = true;
+            }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            record = rx.recv(), if in_flight.len() < IN_FLIGHT => match record {
+                // Behind records that already wait in the spool, to keep their order.
+                Some(record) if !shared.spool.is_empty() => shared.spool(vec![record]).await,
+                Some(record) => {
+                    in_flight.push(Arc::clone(&shared).deliver(record, closing.clone()));
+                }
+                None => break,
+            },
+            () = sleep_until(replay_at.unwrap_or_else(Instant::now)),
+                if replay_at.is_some() && in_flight.is_empty() =>
+            {
+                // Interrupted by shutdown, which replays once more within its own deadline.
+                if shared.replay(|| closing.is_cancelled()).await {
+                    replay_attempt = 0;
+                } else {
+                    replay_attempt = (replay_attempt + 1).min(16);
+                }
+                replay_at = None;
+            }
+            () = shared.wake.notified() => {}
+        }
+    }
+    while in_flight.next().await.is_some() {}
+    if !shared.spool.is_empty() {
+        // What does not make it within the deadline is replayed at the next start.
+        let deadline = Instant::now() + SHUTDOWN_REPLAY;
+        shared.replay(|| Instant::now() >= deadline).await;
+        if !shared.spool.is_empty() {
+            tracing::warn!(records = shared.spool.len(), spool = %shared.spool.path().display(),
+                "records left in the spool; they are replayed at the next start");
         }
     }
 }
 
 impl Recorder {
-    /// Starts the writer task for `store` with a queue of `capacity` records.
-    pub fn start(store: Arc<dyn RecordStore>, capacity: usize) -> (Self, RecorderTask) {
-        let (tx, mut rx) = mpsc::channel::<TurnRecord>(capacity);
-        let stats = Arc::new(Stats::default());
-        let task_stats = Arc::clone(&stats);
-        let close = CancellationToken::new();
-        let closing = close.clone();
-        let handle = tokio::spawn(async move {
-            loop {
-                let record = tokio::select! {
-                    biased;
-                    record = rx.recv() => record,
-                    () = closing.cancelled() => {
-                        // Refuse new records, then drain what is queued.
-                        rx.close();
-                        rx.recv().await
-                    }
-                };
-                let Some(record) = record else { break };
-                write(store.as_ref(), &task_stats, record).await;
-            }
+    /// Starts the writer task for `store`, spooling to `spool`, with a queue of `capacity`.
+    /// Records already in the spool are replayed first.
+    pub fn start(
+        store: Arc<dyn RecordStore>,
+        spool: Arc<Spool>,
+        capacity: usize,
+        policy: RetryPolicy,
+    ) -> (Self, RecorderTask) {
+        let (tx, rx) = mpsc::channel::<TurnRecord>(capacity);
+        if !spool.is_empty() {
+            tracing::info!(records = spool.len(), spool = %spool.path().display(),
+                "replaying spooled records");
+        }
+        let shared = Arc::new(Shared {
+            store,
+            spool,
+            policy,
+            stats: Stats::default(),
+            wake: Notify::new(),
         });
-        (Self { tx, stats }, RecorderTask { handle, close })
+        let close = CancellationToken::new();
+        let handle = tokio::spawn(writer(Arc::clone(&shared), rx, close.clone()));
+        (Self { tx, shared }, RecorderTask { handle, close })
     }
 
-    /// Queues a record. Waits only when the queue is full.
+    /// Queues a record; never waits for the store. A full queue spills to the spool.
     pub async fn record(&self, record: TurnRecord) {
-        if let Err(mpsc::error::SendError(record)) = self.tx.send(record).await {
-            let json = serde_json::to_string(&record).unwrap_or_default();
-            tracing::error!(turn_id = %record.id, record = %json,
-                "record writer is gone; logging the record instead");
+        match self.tx.try_send(record) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(record)) => {
+                tracing::warn!(turn_id = %record.id, "record queue full; spooling");
+                self.shared.spool(vec![record]).await;
+                self.shared.wake.notify_one();
+            }
+            Err(mpsc::error::TrySendError::Closed(record)) => {
+                self.shared.spool(vec![record]).await;
+            }
         }
     }
 
-    /// Records waiting in the queue.
-    pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    /// The record path's state.
+    pub fn status(&self) -> RecorderStatus {
+        let s = &self.shared.stats;
+        let last = s
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let spooled = self.shared.spool.len();
+        RecorderStatus {
+            state: if s.degraded.load(Ordering::Relaxed) || spooled > 0 {
+                "degraded"
+            } else {
+                "ok"
+            },
+            queued: self.tx.max_capacity() - self.tx.capacity(),
+            spooled,
+            written: s.written.load(Ordering::Relaxed),
+            retried: s.retried.load(Ordering::Relaxed),
+            replayed: s.replayed.load(Ordering::Relaxed),
+            rejected: s.rejected.load(Ordering::Relaxed),
+            last_error_at: last.as_ref().map(|(_, at)| at.clone()),
+            last_error: last.map(|(e, _)| e),
+        }
     }
 }
 
 impl RecorderTask {
-    /// Stops taking records and waits until every queued one is written. Call it once the
-    /// turns that could still record have ended.
+    /// Stops taking records and waits until every queued one is in the store or the spool.
+    /// Call it once the turns that could still record have ended.
     pub async fn finish(self) {
         self.close.cancel();
         if let Err(e) = self.handle.await {
             tracing::error!(error = %e, "record writer task failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::record;
+    use async_trait::async_trait;
+
+    /// A store that fails while `down` is set, counting writes per id.
+    #[derive(Default)]
+    struct Flaky {
+        down: AtomicBool,
+        rejected_id: Option<String>,
+        writes: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl RecordStore for Flaky {
+        async fn put(&self, record: &TurnRecord) -> Result<(), StoreError> {
+            if self.rejected_id.as_deref() == Some(record.id.as_str()) {
+                return Err(StoreError::Rejected("too large".into()));
+            }
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StoreError::Transient {
+                    message: "429".into(),
+                    retry_after: Some(Duration::from_millis(5)),
+                });
+            }
+            self.writes.lock().expect("lock").push(record.id.clone());
+            Ok(())
+        }
+        async fn get(&self, _: &str, _: &str) -> Result<Option<TurnRecord>, StoreError> {
+            Ok(None)
+        }
+        async fn conversation(&self, _: &str, _: usize) -> Result<Vec<TurnRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn recent(&self, _: usize) -> Result<Vec<TurnRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            budget: Duration::from_millis(50),
+            attempt_timeout: Duration::from_secs(1),
+            base: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(20),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let p = RetryPolicy::default();
+        for attempt in 0..20 {
+            let b = p.backoff(attempt);
+            let exp = p
+                .base
+                .saturating_mul(1 << attempt.min(16))
+                .min(p.max_backoff);
+            assert!(
+                b >= exp / 2 && b <= exp,
+                "attempt {attempt}: {b:?} vs {exp:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_spools_then_replays_every_record_once_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Arc::new(Spool::open(dir.path(), "t").expect("spool"));
+        let store = Arc::new(Flaky::default());
+        store.down.store(true, Ordering::SeqCst);
+        let (recorder, task) = Recorder::start(store.clone(), spool.clone(), 4, policy());
+        for i in 0..10 {
+            recorder.record(record("c", &format!("r{i}"))).await;
+        }
+        // Everything ends up on disk while the store is down, whether it overflowed the queue
+        // or ran out of retry budget.
+        let t = Instant::now();
+        while spool.len() < 10 && t.elapsed() < Duration::from_secs(5) {
+            sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(spool.len(), 10);
+        assert_eq!(recorder.status().state, "degraded");
+        store.down.store(false, Ordering::SeqCst);
+        let t = Instant::now();
+        while !spool.is_empty() && t.elapsed() < Duration::from_secs(10) {
+            sleep(Duration::from_millis(10)).await;
+        }
+        task.finish().await;
+        let mut writes = store.writes.lock().expect("lock").clone();
+        assert_eq!(writes.len(), 10, "each record once: {writes:?}");
+        writes.sort();
+        writes.dedup();
+        assert_eq!(writes.len(), 10);
+        assert_eq!(recorder.status().state, "ok");
+    }
+
+    #[tokio::test]
+    async fn spooled_records_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Flaky::default());
+        store.down.store(true, Ordering::SeqCst);
+        {
+            let spool = Arc::new(Spool::open(dir.path(), "t").expect("spool"));
+            let (recorder, task) = Recorder::start(store.clone(), spool, 8, policy());
+            for i in 0..3 {
+                recorder.record(record("c", &format!("r{i}"))).await;
+            }
+            task.finish().await;
+        }
+        store.down.store(false, Ordering::SeqCst);
+        let spool = Arc::new(Spool::open(dir.path(), "t").expect("spool"));
+        assert_eq!(spool.len(), 3);
+        let (_recorder, task) = Recorder::start(store.clone(), spool.clone(), 8, policy());
+        task.finish().await;
+        assert!(spool.is_empty());
+        assert_eq!(*store.writes.lock().expect("lock"), ["r0", "r1", "r2"]);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_record_is_set_aside_and_does_not_block_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Arc::new(Spool::open(dir.path(), "t").expect("spool"));
+        let store = Arc::new(Flaky {
+            rejected_id: Some("bad".into()),
+            ..Flaky::default()
+        });
+        let (recorder, task) = Recorder::start(store.clone(), spool.clone(), 8, policy());
+        recorder.record(record("c", "bad")).await;
+        recorder.record(record("c", "good")).await;
+        task.finish().await;
+        assert_eq!(*store.writes.lock().expect("lock"), ["good"]);
+        assert_eq!(recorder.status().rejected, 1);
+        let aside = std::fs::read_to_string(dir.path().join("rejected.jsonl")).expect("file");
+        assert!(aside.contains("\"bad\""));
     }
 }

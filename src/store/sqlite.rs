@@ -14,8 +14,9 @@ pub struct SqliteStore {
     path: String,
 }
 
+// A local file: every failure (busy, disk full, permissions) may clear, so retry and spool.
 fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+    StoreError::transient(format!("sqlite: {e}"))
 }
 
 impl SqliteStore {
@@ -66,7 +67,7 @@ impl SqliteStore {
 }
 
 fn parse(json: String) -> Result<TurnRecord, StoreError> {
-    serde_json::from_str(&json).map_err(backend)
+    serde_json::from_str(&json).map_err(|e| StoreError::Rejected(format!("stored record: {e}")))
 }
 
 #[async_trait]
@@ -91,16 +92,41 @@ impl RecordStore for SqliteStore {
         .await
     }
 
-    async fn get(&self, id: &str) -> Result<Option<TurnRecord>, StoreError> {
-        let id = id.to_owned();
+    async fn get(&self, conversation_id: &str, id: &str) -> Result<Option<TurnRecord>, StoreError> {
+        let (conversation_id, id) = (conversation_id.to_owned(), id.to_owned());
         self.with_conn(move |conn| {
-            conn.query_row("SELECT record FROM turns WHERE id = ?1", [id], |r| {
-                r.get::<_, String>(0)
-            })
+            conn.query_row(
+                "SELECT record FROM turns WHERE id = ?1 AND conversation_id = ?2",
+                [id, conversation_id],
+                |r| r.get::<_, String>(0),
+            )
             .optional()
             .map_err(backend)?
             .map(parse)
             .transpose()
+        })
+        .await
+    }
+
+    async fn conversation(
+        &self,
+        conversation_id: &str,
+        n: usize,
+    ) -> Result<Vec<TurnRecord>, StoreError> {
+        let conversation_id = conversation_id.to_owned();
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT record FROM turns WHERE conversation_id = ?1
+                     ORDER BY created_at DESC, rowid DESC LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![conversation_id, n as i64], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(backend)?;
+            rows.map(|r| r.map_err(backend).and_then(parse)).collect()
         })
         .await
     }

@@ -1,8 +1,11 @@
 //! Integration tests: the real app on 127.0.0.1:0 with a real index, real MiniLM embeddings and
-//! the real llama-server that `scripts/test.sh` starts (RAGCHAT_TEST_LLM_URL).
+//! the real llama-server that `scripts/test.sh` starts (RAGCHAT_TEST_LLM_URL); records also go
+//! to a real Cosmos DB–compatible server (tests/cosmos-server) that the tests start themselves.
 
+mod cosmos_server;
 mod health;
 mod ingest;
 mod llm_contract;
+mod records;
 mod support;
 mod ws;

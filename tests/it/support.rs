@@ -14,7 +14,6 @@ use ragchat::config::Config;
 use ragchat::embed::{Embedder, LocalEmbedder};
 use ragchat::llm::OpenAiChat;
 use ragchat::retrieval::EdgeIndex;
-use ragchat::store::SqliteStore;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -93,8 +92,8 @@ pub fn embedder() -> Arc<dyn Embedder> {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub state: AppState,
-    /// Holds the data dir alive for the app's lifetime.
-    _dir: tempfile::TempDir,
+    /// Holds the data dir alive for the app's lifetime (none when the test owns it).
+    _dir: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -126,7 +125,15 @@ impl TestApp {
 /// Spawns the app on 127.0.0.1:0 with the fixture corpus ingested.
 pub async fn spawn_app(llm_url: &str, extra: &[&str]) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config(dir.path(), llm_url, extra);
+    let mut app = spawn_app_at(dir.path(), llm_url, extra).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Spawns the app on 127.0.0.1:0 over the data dir `dir` (kept across restarts), with the
+/// fixture corpus ingested and the store that `extra` names.
+pub async fn spawn_app_at(dir: &Path, llm_url: &str, extra: &[&str]) -> TestApp {
+    let config = config(dir, llm_url, extra);
     let embedder = embedder();
     let index = Arc::new(EdgeIndex::open(&config.index_dir(), embedder.dim()).expect("index"));
     ragchat::ingest::run(&[corpus_dir()], embedder.as_ref(), index.as_ref(), 200, 30)
@@ -136,9 +143,11 @@ pub async fn spawn_app(llm_url: &str, extra: &[&str]) -> TestApp {
         embedder,
         index,
         llm: Arc::new(OpenAiChat::new(&config.llm).expect("llm client")),
-        store: Arc::new(SqliteStore::open(&config.sqlite_path()).expect("store")),
+        store: ragchat::app::open_store(&config)
+            .await
+            .expect("store opens"),
     };
-    let app = App::with_backends(config, backends);
+    let app = App::with_backends(config, backends).expect("app assembles");
     let state = app.state.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -151,7 +160,7 @@ pub async fn spawn_app(llm_url: &str, extra: &[&str]) -> TestApp {
     TestApp {
         addr,
         state,
-        _dir: dir,
+        _dir: None,
         stop: Some(stop),
         server: Some(server),
     }
@@ -208,8 +217,36 @@ pub async fn turn_frames(ws: &mut Ws) -> Vec<ServerFrame> {
 
 /// Waits for the record of `turn_id` to reach the store.
 pub async fn wait_record(app: &TestApp, turn_id: &str) -> ragchat::store::TurnRecord {
+    wait_record_in(app, &conversation_of(app, turn_id).await, turn_id).await
+}
+
+/// The conversation of a recorded turn (tests that do not name one use the socket's).
+async fn conversation_of(app: &TestApp, turn_id: &str) -> String {
     for _ in 0..200 {
-        if let Some(record) = app.state.store.get(turn_id).await.expect("store readable") {
+        if let Ok(records) = app.state.store.recent(200).await
+            && let Some(r) = records.into_iter().find(|r| r.id == turn_id)
+        {
+            return r.conversation_id;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("record {turn_id} never arrived");
+}
+
+/// Waits for the record of `turn_id` in `conversation_id` to reach the store.
+pub async fn wait_record_in(
+    app: &TestApp,
+    conversation_id: &str,
+    turn_id: &str,
+) -> ragchat::store::TurnRecord {
+    for _ in 0..400 {
+        if let Some(record) = app
+            .state
+            .store
+            .get(conversation_id, turn_id)
+            .await
+            .expect("store readable")
+        {
             return record;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

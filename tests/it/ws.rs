@@ -255,7 +255,7 @@ async fn a_second_ask_while_one_runs_is_busy_and_does_not_disturb_it() {
     assert!(
         app.state
             .store
-            .get("second")
+            .get(&done.conversation_id, "second")
             .await
             .expect("store")
             .is_none()

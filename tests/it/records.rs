@@ -1,0 +1,466 @@
+//! The record path against real stores: Cosmos DB (the patched `@vercel/cosmosdb-server`,
+//! read back with the official Python SDK) and SQLite. Records equal what the client saw,
+//! survive 429s, outages and restarts exactly once, conversations continue on another
+//! replica, and a misconfigured container is a clear start-up error.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ragchat::chat::protocol::{Done, FinishReason, ServerFrame};
+use ragchat::store::TurnStatus;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::cosmos_server::CosmosServer;
+use crate::support::{
+    self, connect, llm_url, send, spawn_app, spawn_app_at, turn_frames, wait_record_in,
+};
+
+const LIGHTHOUSE: &str = "Who is the keeper of the Zephyr lighthouse on Cape Brannock?";
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+fn done(frame: &ServerFrame) -> &Done {
+    match frame {
+        ServerFrame::Done(d) => d,
+        other => panic!("expected done, got {other:?}"),
+    }
+}
+
+/// One non-streaming turn on a fresh socket; its `done`.
+async fn ask(app: &support::TestApp, body: serde_json::Value) -> Box<Done> {
+    let mut ws = connect(app).await;
+    let mut body = body;
+    body["type"] = json!("ask");
+    body["stream"] = json!(false);
+    send(&mut ws, body).await;
+    match turn_frames(&mut ws).await.pop() {
+        Some(ServerFrame::Done(d)) => d,
+        other => panic!("expected done, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_turn_is_stored_in_cosmos_as_the_client_saw_it() {
+    let cosmos = CosmosServer::start().await;
+    let args = cosmos.args("seen");
+    let app = spawn_app(&llm_url(), &strs(&args)).await;
+    let mut ws = connect(&app).await;
+    send(
+        &mut ws,
+        json!({"type":"ask","question":LIGHTHOUSE,"turn_id":"seen-1",
+               "conversation_id":"conv-seen","user":"ada@example.com"}),
+    )
+    .await;
+    let frames = turn_frames(&mut ws).await;
+    let ServerFrame::Sources(sources) = &frames[0] else {
+        panic!("sources first, got {:?}", frames[0]);
+    };
+    let done = done(frames.last().expect("frames"));
+    assert_eq!(done.history_turns, 0);
+
+    let record = wait_record_in(&app, "conv-seen", "seen-1").await;
+    // What the official Python SDK reads back is what Azure tooling will see.
+    let doc = cosmos.read_back("seen", "seen-1", "conv-seen").await;
+    assert_eq!(doc["id"], "seen-1");
+    assert_eq!(doc["conversation_id"], "conv-seen");
+    assert_eq!(doc["question"], LIGHTHOUSE);
+    assert_eq!(doc["user"], "ada@example.com");
+    assert_eq!(doc["answer"], done.answer.as_str());
+    assert_eq!(doc["citations"], json!(done.citations));
+    assert_eq!(doc["status"], "completed");
+    assert_eq!(doc["finish_reason"], json!(done.finish_reason));
+    assert_eq!(doc["usage"], json!(done.usage));
+    let seen: Vec<_> = sources
+        .sources
+        .iter()
+        .map(|s| json!({"n": s.n, "chunk_id": s.chunk_id, "source": s.source}))
+        .collect();
+    let stored: Vec<_> = doc["sources"]
+        .as_array()
+        .expect("sources array")
+        .iter()
+        .map(|s| json!({"n": s["n"], "chunk_id": s["chunk_id"], "source": s["source"]}))
+        .collect();
+    assert_eq!(stored, seen);
+
+    // Byte for byte the record JSON every store keeps: the same fields, nothing else but
+    // Cosmos's own underscore-prefixed system properties.
+    let ours = serde_json::to_value(&record).expect("record json");
+    let ours = ours.as_object().expect("object");
+    let theirs: serde_json::Map<_, _> = doc
+        .as_object()
+        .expect("object")
+        .iter()
+        .filter(|(k, _)| !k.starts_with('_'))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(&theirs, ours);
+    app.stop().await;
+    cosmos.stop().await;
+}
+
+#[tokio::test]
+async fn throttled_writes_are_retried_and_every_record_arrives_once() {
+    let cosmos = CosmosServer::start().await;
+    let args = cosmos.args("throttle");
+    let app = spawn_app(&llm_url(), &strs(&args)).await;
+    cosmos
+        .admin("/fault/throttle", json!({"count": 8, "retry_after_ms": 40}))
+        .await;
+    for i in 0..3 {
+        let done = ask(
+            &app,
+            json!({"question":LIGHTHOUSE,"turn_id":format!("t{i}"),"conversation_id":"conv-t"}),
+        )
+        .await;
+        assert_eq!(done.turn_id, format!("t{i}"));
+    }
+    for i in 0..3 {
+        wait_record_in(&app, "conv-t", &format!("t{i}")).await;
+    }
+    assert_eq!(cosmos.ids("throttle").await, ["t0", "t1", "t2"]);
+    assert_eq!(cosmos.stats().await["throttled"], 8, "the 429s were served");
+    app.stop().await;
+    cosmos.stop().await;
+}
+
+async fn health(app: &support::TestApp) -> serde_json::Value {
+    reqwest::get(app.http("/health"))
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Asks `n` questions at once on `n` sockets (ids `{prefix}{i}`); every one must get `done`.
+async fn ask_many(app: &support::TestApp, prefix: &str, n: usize) {
+    let turns = (0..n).map(|i| {
+        ask(
+            app,
+            json!({"question": LIGHTHOUSE, "turn_id": format!("{prefix}{i:02}"),
+                   "conversation_id": format!("conv-{prefix}{}", i % 5)}),
+        )
+    });
+    let dones = futures::future::join_all(turns).await;
+    assert_eq!(dones.len(), n);
+    for d in dones {
+        assert!(!d.answer.is_empty(), "{} got an answer", d.turn_id);
+    }
+}
+
+async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..600 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn a_cosmos_outage_spools_records_and_replays_them_exactly_once() {
+    let cosmos = CosmosServer::start().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut args = cosmos.args("outage");
+    args.extend(["--record-retry-secs", "1", "--store-timeout-ms", "2000"].map(String::from));
+    let app = spawn_app_at(data.path(), &llm_url(), &strs(&args)).await;
+
+    // The store goes away while 25 turns run: every client still gets its answer, the records
+    // go to the spool, the service stays ready and says it is degraded.
+    cosmos.admin("/outage/start", json!({})).await;
+    ask_many(&app, "a", 25).await;
+    wait_until("25 records are spooled", async || {
+        health(&app).await["records"]["spooled"] == 25
+    })
+    .await;
+    let h = health(&app).await;
+    assert_eq!(h["records"]["state"], "degraded");
+    assert!(h["records"]["last_error"].is_string());
+    let ready = reqwest::get(app.http("/health/ready"))
+        .await
+        .expect("ready");
+    assert_eq!(
+        ready.status(),
+        200,
+        "a store outage does not take the replica out"
+    );
+
+    // It comes back: the spool replays by itself.
+    cosmos.admin("/outage/end", json!({})).await;
+    wait_until("the spool is replayed", async || {
+        health(&app).await["records"]["spooled"] == 0
+    })
+    .await;
+    assert_eq!(cosmos.ids("outage").await.len(), 25);
+
+    // Down again for 25 more turns, then the process restarts before the store is back: the
+    // spool on disk is replayed at start-up.
+    cosmos.admin("/outage/start", json!({})).await;
+    ask_many(&app, "b", 25).await;
+    app.stop().await;
+    cosmos.admin("/outage/end", json!({})).await;
+    let app = spawn_app_at(data.path(), &llm_url(), &strs(&args)).await;
+    wait_until("the spool is replayed after the restart", async || {
+        health(&app).await["records"]["spooled"] == 0
+    })
+    .await;
+    let ids = cosmos.ids("outage").await;
+    let unique: BTreeSet<_> = ids.iter().collect();
+    assert_eq!(ids.len(), 50, "exactly 50 documents: {ids:?}");
+    assert_eq!(unique.len(), 50, "no duplicates");
+    assert_eq!(health(&app).await["records"]["state"], "ok");
+    app.stop().await;
+    cosmos.stop().await;
+}
+
+#[tokio::test]
+async fn a_conversation_continues_on_another_replica_sharing_the_store() {
+    let cosmos = CosmosServer::start().await;
+    let args = cosmos.args("replicas");
+    let first = spawn_app(&llm_url(), &strs(&args)).await;
+    let second = spawn_app(&llm_url(), &strs(&args)).await;
+
+    let done = ask(
+        &first,
+        json!({"question": LIGHTHOUSE, "turn_id": "r1", "conversation_id": "conv-r"}),
+    )
+    .await;
+    assert_eq!(done.history_turns, 0);
+    wait_record_in(&first, "conv-r", "r1").await;
+
+    // Only the conversation id: the second replica loads the first turn from the store.
+    let done = ask(
+        &second,
+        json!({"question": "When was it built?", "turn_id": "r2", "conversation_id": "conv-r"}),
+    )
+    .await;
+    assert_eq!(done.history_turns, 1, "the earlier turn was in the prompt");
+    let record = wait_record_in(&second, "conv-r", "r2").await;
+    assert!(
+        record.usage.prompt_tokens > Some(0),
+        "prompt tokens are reported"
+    );
+
+    // Client-sent history still wins when given.
+    let done = ask(
+        &second,
+        json!({"question": "And its height?", "conversation_id": "conv-r",
+               "history": [{"role":"user","content":"hi"},{"role":"assistant","content":"hello"},
+                           {"role":"user","content":"more"},{"role":"assistant","content":"ok"}]}),
+    )
+    .await;
+    assert_eq!(done.history_turns, 2);
+    first.stop().await;
+    second.stop().await;
+    cosmos.stop().await;
+}
+
+#[tokio::test]
+async fn a_conversation_continues_from_sqlite_on_a_new_socket() {
+    let app = spawn_app(&llm_url(), &[]).await;
+    ask(
+        &app,
+        json!({"question": LIGHTHOUSE, "turn_id": "s1", "conversation_id": "conv-s"}),
+    )
+    .await;
+    wait_record_in(&app, "conv-s", "s1").await;
+    let done = ask(
+        &app,
+        json!({"question": "When was it built?", "conversation_id": "conv-s"}),
+    )
+    .await;
+    assert_eq!(done.history_turns, 1);
+    // A conversation nobody knows starts empty.
+    let done = ask(
+        &app,
+        json!({"question": LIGHTHOUSE, "conversation_id": "conv-unknown"}),
+    )
+    .await;
+    assert_eq!(done.history_turns, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_misconfigured_container_is_a_clear_start_up_error() {
+    let cosmos = CosmosServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // Missing container, and creating it is not allowed.
+    let mut args = cosmos.args("misconfigured");
+    args.retain(|a| a != "--cosmos-create" && a != "true");
+    let config = support::config(dir.path(), &llm_url(), &strs(&args));
+    let err = ragchat::app::open_store(&config)
+        .await
+        .err()
+        .expect("a missing container is refused")
+        .to_string();
+    assert!(err.contains("turns"), "{err}");
+    assert!(
+        err.contains("RAGCHAT_COSMOS_CREATE"),
+        "says how to fix it: {err}"
+    );
+
+    // A container partitioned by the wrong path.
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        cosmos.create_container("misconfigured", "turns", "/id"),
+    )
+    .await
+    .expect("no hang");
+    let err = ragchat::app::open_store(&config)
+        .await
+        .err()
+        .expect("the wrong partition key is refused")
+        .to_string();
+    assert!(
+        err.contains("/conversation_id") && err.contains("/id"),
+        "names both paths: {err}"
+    );
+    cosmos.stop().await;
+}
+
+/// The real binary, SIGTERM with 20 streams in flight: every client gets `done` (completed, or
+/// cancelled past the grace period) then close 1012, the process exits 0, and every record is
+/// in the store.
+#[tokio::test]
+async fn sigterm_with_twenty_streams_loses_no_turn() {
+    let cosmos = CosmosServer::start().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let bin = env!("CARGO_BIN_EXE_ragchat");
+    let mut args = cosmos.args("sigterm");
+    args.extend([
+        "--data-dir".into(),
+        data.path().display().to_string(),
+        "--llm-url".into(),
+        llm_url(),
+        "--llm-max-tokens".into(),
+        "48".into(),
+        "--shutdown-grace-secs".into(),
+        "3".into(),
+        "--log-format".into(),
+        "pretty".into(),
+    ]);
+    let ingest = tokio::process::Command::new(bin)
+        .arg("ingest")
+        .arg(support::corpus_dir())
+        .args(&args)
+        .output()
+        .await
+        .expect("ingest runs");
+    assert!(
+        ingest.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ingest.stderr)
+    );
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = tokio::process::Command::new(bin)
+        .arg("serve")
+        .args(&args)
+        .args(["--addr", &addr])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serve starts");
+    wait_until("the server is ready", async || {
+        reqwest::get(format!("http://{addr}/health/ready"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+
+    let mut sockets = Vec::new();
+    for i in 0..20 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+            .await
+            .expect("connect");
+        let _ready = ws.next().await;
+        send(
+            &mut ws,
+            json!({"type":"ask","question":LIGHTHOUSE,"turn_id":format!("k{i:02}"),
+                   "conversation_id":"conv-k"}),
+        )
+        .await;
+        sockets.push(ws);
+    }
+    // Let the first answers start streaming, then ask the process to stop.
+    let first = &mut sockets[0];
+    loop {
+        match first.next().await {
+            Some(Ok(Message::Text(t))) if t.contains("\"token\"") => break,
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended early: {other:?}"),
+        }
+    }
+    let pid = server.id().expect("pid").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+
+    let mut finish = Vec::new();
+    for ws in &mut sockets {
+        let mut reason = None;
+        let mut close = None;
+        while let Some(message) = tokio::time::timeout(Duration::from_secs(60), ws.next())
+            .await
+            .expect("the server closes within 60 s")
+        {
+            match message {
+                Ok(Message::Text(t)) => {
+                    if let Ok(ServerFrame::Done(d)) = serde_json::from_str(&t) {
+                        reason = Some(d.finish_reason);
+                    }
+                }
+                Ok(Message::Close(frame)) => {
+                    close = frame.map(|f| u16::from(f.code));
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => panic!("socket error: {e}"),
+            }
+        }
+        assert_eq!(close, Some(1012), "close frame 'service restart'");
+        finish.push(reason.expect("every client got done"));
+    }
+    assert!(
+        finish.iter().all(|r| matches!(
+            r,
+            FinishReason::Stop | FinishReason::Length | FinishReason::Cancelled
+        )),
+        "{finish:?}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(60), server.wait())
+        .await
+        .expect("the process exits")
+        .expect("wait");
+    assert!(status.success(), "exit 0 after a drain, got {status:?}");
+
+    let ids = cosmos.ids("sigterm").await;
+    assert_eq!(ids.len(), 20, "all 20 records: {ids:?}");
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let doc = cosmos
+            .read_back("sigterm", &format!("k{i:02}"), "conv-k")
+            .await;
+        statuses.push(doc["status"].as_str().unwrap_or_default().to_owned());
+    }
+    for (reason, status) in finish.iter().zip(&statuses) {
+        let expected = if *reason == FinishReason::Cancelled {
+            TurnStatus::Cancelled
+        } else {
+            TurnStatus::Completed
+        };
+        assert_eq!(json!(expected), json!(status), "record status matches done");
+    }
+    cosmos.stop().await;
+}
