@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run test assets build schema fmt lint clean-data
+.PHONY: help run test assets build schema fmt lint-deploy container-check clean-data
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,6 +24,12 @@ schema: ## Regenerate docs/protocol.schema.json from the protocol types
 
 fmt: ## Format the code
 	@tc="$$(scripts/toolchain.sh)"; RUSTUP_TOOLCHAIN="$${tc:-$${RUSTUP_TOOLCHAIN:-}}" cargo fmt --all
+
+lint-deploy: ## checkov (and actionlint) over infra/, the Dockerfile and the workflows
+	@scripts/lint-deploy.sh
+
+container-check: build ## Run the release binary as the image would (needs RAGCHAT_LLM_URL)
+	@scripts/container-check.sh "$${CARGO_TARGET_DIR:-target}/release/ragchat" "$${RAGCHAT_LLM_URL:?set RAGCHAT_LLM_URL}"
 
 clean-data: ## Delete the local index and records (data/)
 	rm -rf data

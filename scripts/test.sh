@@ -22,6 +22,9 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== build tests"
 cargo test --locked --no-run
 
+echo "== deployment files (checkov, actionlint)"
+scripts/lint-deploy.sh
+
 port="$(scripts/free-port.sh)"
 log="$(mktemp -t llama-server.XXXXXX.log)"
 scripts/llama-server.sh "$port" >"$log" 2>&1 &
@@ -60,8 +63,12 @@ export RAGCHAT_EMBED_MODEL_DIR="${RAGCHAT_EMBED_MODEL_DIR:-${RAGCHAT_CACHE:-$HOM
 echo "== cargo test"
 cargo test --locked -- --test-threads "${RAGCHAT_TEST_THREADS:-2}"
 
+echo "== container-like run (non-root, read-only /opt/ragchat, Web App environment, SIGTERM)"
+scripts/container-check.sh "${CARGO_TARGET_DIR:-target}/debug/ragchat" "$RAGCHAT_TEST_LLM_URL"
+
 echo "== browser test (Chromium drives the test page)"
-if ! command -v chromium >/dev/null; then
+# CHROMIUM may point at another Chromium-based browser (GitHub's runners have google-chrome).
+if [[ -z "${CHROMIUM:-}" ]] && ! command -v chromium >/dev/null; then
   if [[ "$(id -u)" == 0 ]]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   else

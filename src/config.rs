@@ -223,6 +223,16 @@ pub struct IndexConfig {
         global = true
     )]
     pub chunk_overlap: usize,
+
+    /// Files or directories `serve` ingests before it listens, comma-separated (unchanged files
+    /// are skipped, so restarts are cheap). Containers use it to index the documents they ship.
+    #[arg(
+        long,
+        env = "RAGCHAT_INGEST_ON_START",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub ingest_on_start: Vec<PathBuf>,
 }
 
 /// Embedder settings.

@@ -49,6 +49,13 @@ enum Command {
     },
     /// Print the JSON Schema of the WebSocket protocol.
     Schema,
+    /// Probe a running server's /health/live (for container HEALTHCHECKs: no shell or curl
+    /// needed). Exits 0 when it answers 200 within 3 s.
+    Healthcheck {
+        /// URL to probe. Default: /health/live on RAGCHAT_ADDR's port, on loopback.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,6 +89,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(())
         }
+        Command::Healthcheck { url } => {
+            let url = url.unwrap_or_else(|| {
+                let port = cli.config.server.addr.port();
+                format!("http://127.0.0.1:{port}/health/live")
+            });
+            let response = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()?
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("{url} did not answer"))?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "{url} answered {}",
+                response.status()
+            );
+            Ok(())
+        }
         Command::Records { last, conversation } => {
             let config = cli.config.validate()?;
             let store = app::open_store(&config).await?;
@@ -99,6 +125,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let config = cli.config.validate()?;
             let addr = config.server.addr;
             let app = App::build(config).await?;
+            let seed = &app.state.config.index.ingest_on_start;
+            if !seed.is_empty() {
+                let summary = ragchat::ingest::run(
+                    seed,
+                    app.state.embedder.as_ref(),
+                    app.state.index.as_ref(),
+                    app.state.config.index.chunk_tokens,
+                    app.state.config.index.chunk_overlap,
+                )
+                .await
+                .context("RAGCHAT_INGEST_ON_START")?;
+                tracing::info!(
+                    indexed = summary.indexed,
+                    unchanged = summary.unchanged,
+                    chunks = summary.index_total,
+                    ms = summary.elapsed_ms,
+                    "ingested RAGCHAT_INGEST_ON_START"
+                );
+            }
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("RAGCHAT_ADDR: cannot listen on {addr}"))?;
