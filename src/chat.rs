@@ -412,7 +412,13 @@ async fn stored_history(state: &AppState, request: &TurnRequest) -> Option<Vec<H
     }
     let turns = state.config.chat.max_history_messages.div_ceil(2);
     let lookup = state.store.conversation(&request.conversation_id, turns);
-    let records = match tokio::time::timeout(HISTORY_TIMEOUT, lookup).await {
+    // While the store fails, do not make every turn wait the full timeout for it.
+    let wait = if state.recorder.status().state == "ok" {
+        HISTORY_TIMEOUT
+    } else {
+        HISTORY_TIMEOUT_DEGRADED
+    };
+    let records = match tokio::time::timeout(wait, lookup).await {
         Ok(Ok(records)) => records,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "could not load the conversation; answering without it");
@@ -428,6 +434,8 @@ async fn stored_history(state: &AppState, request: &TurnRequest) -> Option<Vec<H
 
 /// Longest wait for a stored conversation before answering without it.
 const HISTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// The same while the record store is degraded.
+const HISTORY_TIMEOUT_DEGRADED: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Newest-first records to oldest-first messages; failed turns and empty answers are skipped.
 fn history_from_records(records: Vec<TurnRecord>) -> Vec<HistoryMessage> {

@@ -536,10 +536,19 @@ impl Config {
                          https://NAME.documents.azure.com:443/",
                     ));
                 }
+                // Never echo the value: a pasted connection string carries the account key.
+                Some(url) if url.contains("AccountKey") => {
+                    return Err(invalid(
+                        "RAGCHAT_COSMOS_ENDPOINT",
+                        "holds a connection string; set the account URL \
+                         (https://NAME.documents.azure.com:443/) here and the key, if any, in \
+                         RAGCHAT_COSMOS_KEY",
+                    ));
+                }
                 Some(url) if reqwest::Url::parse(url).is_err() || !url.starts_with("http") => {
                     return Err(invalid(
                         "RAGCHAT_COSMOS_ENDPOINT",
-                        format!("{url:?} is not a URL; e.g. https://NAME.documents.azure.com:443/"),
+                        "is not a URL; e.g. https://NAME.documents.azure.com:443/",
                     ));
                 }
                 Some(_) => {}
@@ -758,6 +767,15 @@ mod tests {
             ),
             (&["--store-timeout-ms", "5"], "RAGCHAT_STORE_TIMEOUT_MS"),
         ];
+        let err = parse(&[
+            "--store",
+            "cosmos",
+            "--cosmos-endpoint",
+            "AccountEndpoint=https://a.documents.azure.com:443/;AccountKey=c2VjcmV0;",
+        ])
+        .expect_err("a connection string is refused");
+        assert!(err.contains("connection string"), "{err}");
+        assert!(!err.contains("c2VjcmV0"), "the key is never echoed: {err}");
         for (args, var) in cases {
             let err = parse(args).expect_err("must be rejected");
             assert!(err.contains(var), "{args:?}: {err}");

@@ -9,7 +9,7 @@
 //! record twice is harmless because stores upsert by id.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,41 +88,46 @@ impl Spool {
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&self.path)?;
-        file.write_all(&buf)?;
-        file.sync_data()?;
+        let start = file.metadata()?.len();
+        // A torn last line (a crash mid-append) must not swallow the next record.
+        if start > 0 && !ends_with_newline(&mut file, start)? {
+            buf.insert(0, b'\n');
+        }
+        let written = file.write_all(&buf).and_then(|()| file.sync_data());
+        if let Err(e) = written {
+            // Leave no partial line behind (disk full): the caller still has the records.
+            let _ = file.set_len(start);
+            return Err(e);
+        }
         self.len.fetch_add(records.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Up to `n` records from the front, oldest first. Unparsable lines are moved aside.
+    /// Up to `n` records from the front, oldest first. Unparsable lines (a torn write, invalid
+    /// UTF-8, a hand edit) are moved aside.
     pub fn read_front(&self, n: usize) -> io::Result<Vec<TurnRecord>> {
-        let file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+        let lines = {
+            // Under the write lock: never read a line while it is being appended.
+            let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+            read_lines(&self.path)?
         };
         let mut out = Vec::new();
         let mut bad = Vec::new();
-        for line in BufReader::new(file).lines() {
-            if out.len() >= n {
-                break;
-            }
-            let line = line?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<TurnRecord>(&line) {
-                Ok(record) => out.push(record),
-                Err(_) => bad.push(line),
+        for line in lines {
+            match serde_json::from_slice::<TurnRecord>(&line) {
+                Ok(record) if out.len() < n => out.push(record),
+                Ok(_) => {}
+                Err(_) => bad.push(String::from_utf8_lossy(&line).into_owned()),
             }
         }
         if !bad.is_empty() {
             tracing::error!(lines = bad.len(), file = %self.dir.join(REJECTED).display(),
                 "unparsable spool lines moved aside");
             self.set_aside(&bad)?;
-            self.rewrite(|line| !bad.iter().any(|b| b == line))?;
+            self.rewrite(|line| serde_json::from_slice::<TurnRecord>(line).is_ok())?;
         }
         Ok(out)
     }
@@ -153,24 +158,18 @@ impl Spool {
     }
 
     /// Rewrites the spool keeping the non-empty lines for which `keep` is true, atomically.
-    fn rewrite(&self, mut keep: impl FnMut(&str) -> bool) -> io::Result<()> {
+    fn rewrite(&self, mut keep: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let kept: Vec<String> = match File::open(&self.path) {
-            Ok(f) => BufReader::new(f)
-                .lines()
-                .collect::<io::Result<Vec<_>>>()?
-                .into_iter()
-                .filter(|l| !l.trim().is_empty())
-                .filter(|l| keep(l))
-                .collect(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        let kept: Vec<Vec<u8>> = read_lines(&self.path)?
+            .into_iter()
+            .filter(|l| keep(l))
+            .collect();
         let tmp = self.path.with_extension("jsonl.tmp");
         {
             let mut file = File::create(&tmp)?;
             for line in &kept {
-                writeln!(file, "{line}")?;
+                file.write_all(line)?;
+                file.write_all(b"\n")?;
             }
             file.sync_all()?;
         }
@@ -206,11 +205,34 @@ impl Spool {
                 file.sync_data()?;
                 tracing::warn!(from = %path.display(), "adopted the spool of a stopped process");
             }
+            // The lock file stays: unlinking it would let two processes lock different files
+            // of the same name.
             fs::remove_file(&path)?;
-            let _ = fs::remove_file(path.with_extension("lock"));
         }
         Ok(())
     }
+}
+
+/// The non-blank lines of a file, as bytes (invalid UTF-8 is the parser's problem, not an I/O
+/// error); none when it does not exist.
+fn read_lines(path: &Path) -> io::Result<Vec<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(data) => Ok(data
+            .split(|&b| b == b'\n')
+            .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+            .map(<[u8]>::to_vec)
+            .collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+fn ends_with_newline(file: &mut File, len: u64) -> io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
 }
 
 /// Takes an exclusive lock on `path` (created if missing); `None` when another process holds it.
@@ -312,10 +334,29 @@ mod tests {
             .expect("open file");
         f.write_all(b"{\"id\":\"tor").expect("write");
         drop(f);
+        // The next append starts on its own line, so it is not glued to the torn one.
+        spool.append(&[record("c", "2")]).expect("append");
         let records = spool.read_front(10).expect("read");
-        assert_eq!(records.len(), 1);
-        assert_eq!(spool.len(), 1);
+        assert_eq!(records.len(), 2);
+        assert_eq!(spool.len(), 2);
         let aside = fs::read_to_string(dir.path().join(REJECTED)).expect("rejected file");
         assert!(aside.contains("{\"id\":\"tor"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_set_aside_and_does_not_stop_the_spool() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), "a").expect("open");
+        spool.append(&[record("c", "1")]).expect("append");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(spool.path())
+            .expect("open file");
+        f.write_all(b"{\"id\":\"\xc3").expect("write");
+        drop(f);
+        drop(spool);
+        let spool = Spool::open(dir.path(), "a").expect("reopens despite the torn line");
+        assert_eq!(spool.len(), 1);
+        assert_eq!(spool.read_front(10).expect("read")[0].id, "1");
     }
 }

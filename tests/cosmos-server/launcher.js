@@ -63,7 +63,7 @@ const stats = {
   doc_reads: 0, // point reads answered 200
   doc_queries: 0 // queries / read-feeds answered 200
 };
-let throttle = { remaining: 0, retryAfterMs: 0 };
+let throttle = { remaining: 0, retryAfterMs: 0, writesOnly: false };
 let outage = false;
 
 const DOC_PATH = /^\/+dbs\/[^/]+\/colls\/[^/]+\/docs(\/|$)/;
@@ -237,7 +237,7 @@ server.on("request", (req, res) => {
   }
   if (DOC_PATH.test(pathname)) {
     stats.doc_requests += 1;
-    if (throttle.remaining > 0) {
+    if (throttle.remaining > 0 && (!throttle.writesOnly || isWrite(req))) {
       throttle.remaining -= 1;
       stats.throttled += 1;
       const payload = JSON.stringify({ code: "429", message: "Request rate is large" });
@@ -262,9 +262,23 @@ server.on("request", (req, res) => {
   packageRequestHandler(req, res);
 });
 
-// Track sockets so an outage (and shutdown) can cut every connection.
+// Document writes: create/upsert (POST that is not a query), replace, patch, delete.
+function isWrite(req) {
+  if (["PUT", "PATCH", "DELETE"].includes(req.method)) return true;
+  const query =
+    String(req.headers["x-ms-documentdb-isquery"] || "").toLowerCase() === "true" ||
+    String(req.headers["content-type"] || "").includes("query+json");
+  return req.method === "POST" && !query;
+}
+
+// Track sockets so an outage (and shutdown) can cut every connection. During an outage the
+// listener stays bound (so the port cannot be taken) and every new connection is reset.
 const sockets = new Set();
 server.on("connection", socket => {
+  if (outage) {
+    socket.destroy();
+    return;
+  }
   sockets.add(socket);
   socket.on("close", () => sockets.delete(socket));
   socket.on("error", () => {});
@@ -284,27 +298,12 @@ function listenCosmos(port) {
 }
 
 async function outageStart() {
-  if (outage) return;
   outage = true;
-  await new Promise(resolve => {
-    server.close(() => resolve());
-    for (const s of sockets) s.destroy();
-  });
+  for (const s of sockets) s.destroy();
 }
 
 async function outageEnd() {
-  if (!outage) return;
-  // Same port; if something grabbed it meanwhile, retry briefly.
-  for (let attempt = 0; ; attempt += 1) {
-    try {
-      await listenCosmos(cosmosPort);
-      outage = false;
-      return;
-    } catch (err) {
-      if (attempt >= 20) throw err;
-      await new Promise(r => setTimeout(r, 100));
-    }
-  }
+  outage = false;
 }
 
 // ---------------------------------------------------------------- admin server
@@ -358,14 +357,17 @@ const admin = http.createServer((req, res) => {
       case "POST /fault/throttle": {
         const count = Number(body.count);
         const ms = Number(body.retry_after_ms === undefined ? 100 : body.retry_after_ms);
+        const writesOnly = body.writes_only === true;
         if (!Number.isInteger(count) || count < 0 || !Number.isInteger(ms) || ms < 0) {
-          return send(400, { error: 'expected {"count":N,"retry_after_ms":M} with integers >= 0' });
+          return send(400, {
+            error: 'expected {"count":N,"retry_after_ms":M,"writes_only":bool} with integers >= 0'
+          });
         }
-        throttle = { remaining: count, retryAfterMs: ms };
-        return send(200, { ok: true, throttle_pending: count, retry_after_ms: ms });
+        throttle = { remaining: count, retryAfterMs: ms, writesOnly };
+        return send(200, { ok: true, throttle_pending: count, retry_after_ms: ms, writes_only: writesOnly });
       }
       case "POST /fault/clear":
-        throttle = { remaining: 0, retryAfterMs: 0 };
+        throttle = { remaining: 0, retryAfterMs: 0, writesOnly: false };
         return send(200, { ok: true });
       case "POST /outage/start":
         await outageStart();
@@ -393,6 +395,13 @@ function shutdown(signal) {
   setTimeout(() => process.exit(0), 200).unref();
 }
 process.on("SIGTERM", () => shutdown("SIGTERM"));
+// --exit-with-stdin: a test harness holds our stdin open; if it dies (even by SIGKILL), stdin
+// closes and we go too, instead of lingering.
+if (process.argv.includes("--exit-with-stdin")) {
+  process.stdin.on("end", () => shutdown("stdin closed"));
+  process.stdin.on("close", () => shutdown("stdin closed"));
+  process.stdin.resume();
+}
 process.on("SIGINT", () => shutdown("SIGINT"));
 // A test server should survive a bug in one request rather than take the
 // whole test run down with it.

@@ -41,6 +41,9 @@ impl CosmosServer {
         );
         let mut child = Command::new("node")
             .arg(dir().join("launcher.js"))
+            // Held open by `child`: if this test process dies, the server exits too.
+            .arg("--exit-with-stdin")
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

@@ -108,13 +108,19 @@ async fn throttled_writes_are_retried_and_every_record_arrives_once() {
     let cosmos = CosmosServer::start().await;
     let args = cosmos.args("throttle");
     let app = spawn_app(&llm_url(), &strs(&args)).await;
+    cosmos.admin("/stats/reset", json!({})).await;
+    // More 429s than the SDK retries by itself (18), so our writer's back-off runs too.
     cosmos
-        .admin("/fault/throttle", json!({"count": 8, "retry_after_ms": 40}))
+        .admin(
+            "/fault/throttle",
+            json!({"count": 25, "retry_after_ms": 20, "writes_only": true}),
+        )
         .await;
     for i in 0..3 {
         let done = ask(
             &app,
-            json!({"question":LIGHTHOUSE,"turn_id":format!("t{i}"),"conversation_id":"conv-t"}),
+            json!({"question":LIGHTHOUSE,"turn_id":format!("t{i}"),"conversation_id":"conv-t",
+                   "history":[{"role":"user","content":"hello"}]}),
         )
         .await;
         assert_eq!(done.turn_id, format!("t{i}"));
@@ -123,7 +129,15 @@ async fn throttled_writes_are_retried_and_every_record_arrives_once() {
         wait_record_in(&app, "conv-t", &format!("t{i}")).await;
     }
     assert_eq!(cosmos.ids("throttle").await, ["t0", "t1", "t2"]);
-    assert_eq!(cosmos.stats().await["throttled"], 8, "the 429s were served");
+    let stats = cosmos.stats().await;
+    assert_eq!(stats["throttled"], 25, "the 429s were served to writes");
+    assert_eq!(stats["doc_writes"], 3, "each record written exactly once");
+    let h = health(&app).await;
+    assert!(
+        h["records"]["retried"].as_u64() > Some(0),
+        "the writer retried: {h}"
+    );
+    assert_eq!(h["records"]["spooled"], 0);
     app.stop().await;
     cosmos.stop().await;
 }
@@ -168,7 +182,23 @@ async fn a_cosmos_outage_spools_records_and_replays_them_exactly_once() {
     let cosmos = CosmosServer::start().await;
     let data = tempfile::tempdir().expect("tempdir");
     let mut args = cosmos.args("outage");
-    args.extend(["--record-retry-secs", "1", "--store-timeout-ms", "2000"].map(String::from));
+    // 50 turns share one small llama-server with the other tests: short prompts and answers,
+    // and patience for the queue.
+    args.extend(
+        [
+            "--record-retry-secs",
+            "1",
+            "--store-timeout-ms",
+            "2000",
+            "--top-k",
+            "1",
+            "--llm-max-tokens",
+            "8",
+            "--llm-stall-timeout-secs",
+            "300",
+        ]
+        .map(String::from),
+    );
     let app = spawn_app_at(data.path(), &llm_url(), &strs(&args)).await;
 
     // The store goes away while 25 turns run: every client still gets its answer, the records
@@ -215,6 +245,42 @@ async fn a_cosmos_outage_spools_records_and_replays_them_exactly_once() {
     assert_eq!(ids.len(), 50, "exactly 50 documents: {ids:?}");
     assert_eq!(unique.len(), 50, "no duplicates");
     assert_eq!(health(&app).await["records"]["state"], "ok");
+    app.stop().await;
+    cosmos.stop().await;
+}
+
+#[tokio::test]
+async fn a_replica_starts_while_cosmos_is_down_and_catches_up_when_it_answers() {
+    let cosmos = CosmosServer::start().await;
+    cosmos.admin("/outage/start", json!({})).await;
+    let mut args = cosmos.args("late");
+    args.extend(["--record-retry-secs", "1"].map(String::from));
+    let app = spawn_app(&llm_url(), &strs(&args)).await;
+    let ready = reqwest::get(app.http("/health/ready"))
+        .await
+        .expect("ready");
+    assert_eq!(
+        ready.status(),
+        200,
+        "an unreachable store does not make it unready"
+    );
+    let done = ask(
+        &app,
+        json!({"question": LIGHTHOUSE, "turn_id": "late-1", "conversation_id": "conv-late"}),
+    )
+    .await;
+    assert!(!done.answer.is_empty());
+    wait_until("the record is spooled", async || {
+        health(&app).await["records"]["spooled"] == 1
+    })
+    .await;
+    cosmos.admin("/outage/end", json!({})).await;
+    // First contact creates the database and container, then the spool replays.
+    wait_until("the spool is replayed", async || {
+        health(&app).await["records"]["spooled"] == 0
+    })
+    .await;
+    assert_eq!(cosmos.ids("late").await, ["late-1"]);
     app.stop().await;
     cosmos.stop().await;
 }
@@ -325,6 +391,30 @@ async fn a_misconfigured_container_is_a_clear_start_up_error() {
     cosmos.stop().await;
 }
 
+/// Reads the server's JSON log until its `serving` line and returns the address; keeps draining
+/// the log (echoed to our stderr) so the server never blocks on a full pipe.
+async fn serving_addr(stderr: tokio::process::ChildStderr) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut tx = Some(tx);
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("{line}");
+            if let Some(tx) = tx.take_if(|_| line.contains("\"serving\""))
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            {
+                let addr = v["addr"].as_str().unwrap_or_default().to_owned();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(120), rx)
+        .await
+        .expect("the server logs `serving` within 120 s")
+        .expect("log reader")
+}
+
 /// The real binary, SIGTERM with 20 streams in flight: every client gets `done` (completed, or
 /// cancelled past the grace period) then close 1012, the process exits 0, and every record is
 /// in the store.
@@ -343,8 +433,12 @@ async fn sigterm_with_twenty_streams_loses_no_turn() {
         "48".into(),
         "--shutdown-grace-secs".into(),
         "3".into(),
+        "--top-k".into(),
+        "1".into(),
+        "--llm-stall-timeout-secs".into(),
+        "300".into(),
         "--log-format".into(),
-        "pretty".into(),
+        "json".into(),
     ]);
     let ingest = tokio::process::Command::new(bin)
         .arg("ingest")
@@ -358,18 +452,16 @@ async fn sigterm_with_twenty_streams_loses_no_turn() {
         "{}",
         String::from_utf8_lossy(&ingest.stderr)
     );
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let addr = format!("127.0.0.1:{port}");
+    // Port 0: the server picks a free port and logs it (no race with other tests for a port).
     let mut server = tokio::process::Command::new(bin)
         .arg("serve")
         .args(&args)
-        .args(["--addr", &addr])
+        .args(["--addr", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("serve starts");
+    let addr = serving_addr(server.stderr.take().expect("stderr")).await;
     wait_until("the server is ready", async || {
         reqwest::get(format!("http://{addr}/health/ready"))
             .await

@@ -62,6 +62,10 @@ pub fn config(data_dir: &Path, llm_url: &str, extra: &[&str]) -> Config {
         "0".into(),
         "--top-k".into(),
         "3".into(),
+        // One small llama-server serves every test on 2 cores: a queued request may wait long
+        // for its first token. Tests about stalls set their own, shorter timeout.
+        "--llm-stall-timeout-secs".into(),
+        "300".into(),
         "--log-format".into(),
         "pretty".into(),
     ];
