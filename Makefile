@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run test assets build schema fmt lint-deploy container-check clean-data
+.PHONY: help run test assets build schema fmt lint-deploy container-check clean-data bench eval
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,12 @@ lint-deploy: ## checkov (and actionlint) over infra/, the Dockerfile and the wor
 
 container-check: build ## Run the release binary as the image would (needs RAGCHAT_LLM_URL)
 	@scripts/container-check.sh "$${CARGO_TARGET_DIR:-target}/release/ragchat" "$${RAGCHAT_LLM_URL:?set RAGCHAT_LLM_URL}"
+
+bench: ## Release build, llm-sim + ragchat on loopback, the load matrix; writes docs/benchmarks.md
+	@scripts/bench.sh
+
+eval: ## Retrieval quality: recall@k and MRR on the labelled sets in eval/ (local MiniLM)
+	@scripts/eval.sh
 
 clean-data: ## Delete the local index and records (data/)
 	rm -rf data

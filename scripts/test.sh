@@ -12,15 +12,15 @@ scripts/assets.sh all
 if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then
   # A target dir shared between checkouts (CI's cache) can hold a build of ragchat from another
   # checkout whose sources cargo still sees as fresh: always rebuild our own crate.
-  cargo clean --quiet --package ragchat
+  cargo clean --quiet --package ragchat --package ragchat-loadtest
 fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build tests"
-cargo test --locked --no-run
+cargo test --workspace --locked --no-run
 
 echo "== deployment files (checkov, actionlint)"
 scripts/lint-deploy.sh
@@ -61,7 +61,7 @@ export AZURE_COSMOS_BINARY_ENCODING_ENABLED=false
 export RAGCHAT_EMBED_MODEL_DIR="${RAGCHAT_EMBED_MODEL_DIR:-${RAGCHAT_CACHE:-$HOME/.cache/ragchat}/models/all-MiniLM-L6-v2}"
 # LLM-backed tests share one small llama-server on 2 cores: keep them few at a time.
 echo "== cargo test"
-cargo test --locked -- --test-threads "${RAGCHAT_TEST_THREADS:-2}"
+cargo test --workspace --locked -- --test-threads "${RAGCHAT_TEST_THREADS:-2}"
 
 echo "== container-like run (non-root, read-only /opt/ragchat, Web App environment, SIGTERM)"
 scripts/container-check.sh "${CARGO_TARGET_DIR:-target}/debug/ragchat" "$RAGCHAT_TEST_LLM_URL"

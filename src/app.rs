@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -186,6 +187,13 @@ impl App {
         let token = state.shutdown.clone();
         let router = crate::http::router(state.clone());
         tracing::info!(addr = %listener.local_addr()?, version = crate::VERSION, "serving");
+        // One token is one small frame, sent as soon as it exists: Nagle's algorithm would hold
+        // it back waiting for the client's ACK of the previous one.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;

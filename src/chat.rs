@@ -11,6 +11,7 @@ use crate::app::AppState;
 use crate::config::ChatConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::llm::ChatEvent;
+use crate::retrieval::Query;
 use crate::store::{RecordError, RecordSource, TurnRecord, TurnStatus, now_rfc3339};
 
 pub mod prompt;
@@ -197,7 +198,14 @@ pub async fn run_turn(
         let hits = tokio::select! {
             biased;
             _ = cancel.cancelled() => break 'turn Ending::Cancelled,
-            h = state.index.search(vector, state.config.chat.top_k) => match h {
+            h = state.index.search(
+                Query {
+                    text: request.question.clone(),
+                    vector,
+                    mode: state.config.index.retrieval,
+                },
+                state.config.chat.top_k,
+            ) => match h {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::error!(error = %e, "retrieval failed");

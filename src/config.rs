@@ -15,6 +15,26 @@ pub enum IndexKind {
     Edge,
 }
 
+/// How chunks are retrieved for a question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrievalMode {
+    /// Nearest neighbours of the question's embedding only.
+    Dense,
+    /// Dense and BM25 keyword results fused with Reciprocal Rank Fusion: also finds exact names,
+    /// codes and rare words that embeddings blur.
+    Hybrid,
+}
+
+impl std::fmt::Display for RetrievalMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Dense => "dense",
+            Self::Hybrid => "hybrid",
+        })
+    }
+}
+
 /// Which embedder turns text into vectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EmbedderKind {
@@ -205,6 +225,16 @@ pub struct IndexConfig {
         global = true
     )]
     pub kind: IndexKind,
+
+    /// Retrieval: `hybrid` (dense + BM25, fused with RRF) or `dense`.
+    #[arg(
+        long,
+        env = "RAGCHAT_RETRIEVAL",
+        value_enum,
+        default_value = "hybrid",
+        global = true
+    )]
+    pub retrieval: RetrievalMode,
 
     /// Chunk size for ingestion, in embedder tokens (MiniLM reads at most 256).
     #[arg(

@@ -15,6 +15,7 @@
 //! - [`llm`]: the `ChatModel` trait; the OpenAI-compatible streaming client.
 //! - [`store`]: the `RecordStore` trait, the turn record, the SQLite backend and the writer queue.
 //! - [`ingest`]: load files, split them into chunks, embed and upsert them.
+//! - [`eval`]: labelled questions scored as recall@k and MRR against the configured index.
 //! - [`health`]: cached readiness probes of every backend.
 //! - [`telemetry`]: the tracing subscriber (JSON logs).
 //! - [`error`]: the edge error: stable codes for clients.
@@ -24,6 +25,7 @@ pub mod chat;
 pub mod config;
 pub mod embed;
 pub mod error;
+pub mod eval;
 pub mod health;
 pub mod http;
 pub mod ingest;

@@ -33,10 +33,27 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Move the index between backends: export every chunk (id, vector, payload) to a JSON-lines
+    /// file, or import such a file (e.g. from the embedded index into a Qdrant server).
+    Index {
+        #[command(subcommand)]
+        action: IndexAction,
+    },
     /// Ask one question from the terminal, streaming the answer to stdout.
     Ask {
         /// The question.
         question: String,
+    },
+    /// Score retrieval on labelled question sets (JSON lines of {"question", "source"}) against
+    /// the configured index: recall@1/3/5/10 and MRR by document, dense and hybrid side by side.
+    /// See `make eval`.
+    Eval {
+        /// Question sets.
+        #[arg(required = true)]
+        sets: Vec<PathBuf>,
+        /// Print one JSON report per set (with every question's outcome) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Print recent turn records as JSON lines, newest first.
     Records {
@@ -55,6 +72,20 @@ enum Command {
         /// URL to probe. Default: /health/live on RAGCHAT_ADDR's port, on loopback.
         #[arg(long)]
         url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum IndexAction {
+    /// Write the configured index to FILE (`-` for stdout).
+    Export {
+        /// Destination.
+        file: PathBuf,
+    },
+    /// Upsert the chunks of an export into the configured index (made with the same embedder).
+    Import {
+        /// Source (`-` for stdin).
+        file: PathBuf,
     },
 }
 
@@ -184,6 +215,101 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
             } else {
                 println!("{}", serde_json::to_string(&summary)?);
+            }
+            Ok(())
+        }
+        Command::Index { action } => {
+            let config = cli.config.validate()?;
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!(
+                    "RAGCHAT_DATA_DIR: cannot create {}",
+                    config.data_dir.display()
+                )
+            })?;
+            let embedder = app::open_embedder(&config).await?;
+            let index = app::open_index(&config, embedder.dim()).await?;
+            use ragchat::retrieval::transfer;
+            let stdio = |p: &PathBuf| p.as_os_str() == "-";
+            match action {
+                IndexAction::Export { file } => {
+                    let n = if stdio(&file) {
+                        transfer::export(index.as_ref(), std::io::stdout().lock()).await?
+                    } else {
+                        let out = std::fs::File::create(&file)
+                            .with_context(|| format!("cannot create {}", file.display()))?;
+                        transfer::export(index.as_ref(), std::io::BufWriter::new(out)).await?
+                    };
+                    eprintln!("exported {n} chunks from {}", index.describe());
+                }
+                IndexAction::Import { file } => {
+                    let n = if stdio(&file) {
+                        transfer::import(std::io::stdin().lock(), index.as_ref()).await?
+                    } else {
+                        let input = std::fs::File::open(&file)
+                            .with_context(|| format!("cannot open {}", file.display()))?;
+                        transfer::import(std::io::BufReader::new(input), index.as_ref()).await?
+                    };
+                    eprintln!(
+                        "imported {n} chunks into {}; it holds {}",
+                        index.describe(),
+                        index.count().await?
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Eval { sets, json } => {
+            let config = cli.config.validate()?;
+            let embedder = app::open_embedder(&config).await?;
+            let index = app::open_index(&config, embedder.dim()).await?;
+            anyhow::ensure!(
+                index.count().await? > 0,
+                "the index at {} is empty: ingest the corpus the questions are about first",
+                index.describe()
+            );
+            let modes = [
+                ragchat::config::RetrievalMode::Dense,
+                ragchat::config::RetrievalMode::Hybrid,
+            ];
+            if !json {
+                println!(
+                    "{:<28} {:<7} {:>4} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9}",
+                    "set", "mode", "n", "R@1", "R@3", "R@5", "R@10", "MRR", "search ms"
+                );
+            }
+            for set in sets {
+                let cases = ragchat::eval::load(&set)?;
+                let reports =
+                    ragchat::eval::run(&cases, embedder.as_ref(), index.as_ref(), &modes).await?;
+                let name = set.display().to_string();
+                for report in reports {
+                    if json {
+                        let line = serde_json::json!({ "set": name, "report": report });
+                        println!("{line}");
+                        continue;
+                    }
+                    let r = |k: usize| report.recall.get(&k).copied().unwrap_or(0.0);
+                    println!(
+                        "{name:<28} {:<7} {:>4} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>9.2}",
+                        report.mode.to_string(),
+                        report.questions,
+                        r(1),
+                        r(3),
+                        r(5),
+                        r(10),
+                        report.mrr,
+                        report.search_p50_ms
+                    );
+                    for o in report.outcomes.iter().filter(|o| o.rank != Some(1)) {
+                        let rank = o.rank.map_or("-".to_owned(), |r| r.to_string());
+                        println!(
+                            "    rank {rank:>2}  {}  (wanted {}, got {})",
+                            o.question,
+                            o.source,
+                            o.top.as_deref().unwrap_or("nothing")
+                        );
+                    }
+                }
             }
             Ok(())
         }

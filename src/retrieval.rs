@@ -5,9 +5,14 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod bm25;
 pub mod edge;
+pub mod transfer;
 
+pub use bm25::Bm25;
 pub use edge::EdgeIndex;
+
+use crate::config::RetrievalMode;
 
 /// Why an index operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +52,31 @@ pub struct ChunkPoint {
     pub payload: ChunkPayload,
 }
 
+/// What to search for.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// The question as typed (for BM25 in hybrid mode).
+    pub text: String,
+    /// Its embedding.
+    pub vector: Vec<f32>,
+    /// Dense only, or dense and BM25 fused.
+    pub mode: RetrievalMode,
+}
+
+/// Reciprocal Rank Fusion constant: a document at rank r in one list scores 1 / (RRF_K + r).
+pub const RRF_K: usize = 60;
+
+/// Candidates each side of a hybrid search contributes to the fusion.
+pub fn prefetch_limit(k: usize) -> usize {
+    (k * 5).clamp(20, 200)
+}
+
 /// One search result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
     /// Point id.
     pub id: String,
-    /// Cosine similarity.
+    /// Cosine similarity (dense), or the fused RRF score (hybrid); higher is better.
     pub score: f32,
     /// Payload.
     pub payload: ChunkPayload,
@@ -75,8 +99,8 @@ pub trait VectorIndex: Send + Sync {
     /// A short description for `/health`.
     fn describe(&self) -> String;
 
-    /// The `k` nearest chunks to `vector`, best first.
-    async fn search(&self, vector: Vec<f32>, k: usize) -> Result<Vec<Hit>, IndexError>;
+    /// The `k` best chunks for `query`, best first.
+    async fn search(&self, query: Query, k: usize) -> Result<Vec<Hit>, IndexError>;
 
     /// The `doc_hash` stored for `source`, if the source is indexed.
     async fn source_hash(&self, source: &str) -> Result<Option<String>, IndexError>;
@@ -87,6 +111,17 @@ pub trait VectorIndex: Send + Sync {
 
     /// Number of chunks.
     async fn count(&self) -> Result<usize, IndexError>;
+
+    /// Up to `limit` chunks with their dense vectors, in id order, starting at `from`; and the
+    /// id to continue from, if any are left. For export and migrations.
+    async fn scroll(
+        &self,
+        from: Option<Uuid>,
+        limit: usize,
+    ) -> Result<(Vec<ChunkPoint>, Option<Uuid>), IndexError>;
+
+    /// Inserts or replaces `points` by id (their BM25 vectors are made from the payload text).
+    async fn upsert(&self, points: Vec<ChunkPoint>) -> Result<(), IndexError>;
 
     /// Builds search structures and makes writes durable after a batch of ingestion.
     async fn finish_ingest(&self) -> Result<(), IndexError>;

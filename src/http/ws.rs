@@ -11,6 +11,9 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::chat::session::{self, Incoming, Outgoing};
 
+/// Per-socket read buffer.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// Upgrades to a WebSocket if the Origin is allowed.
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -32,6 +35,14 @@ pub async fn upgrade(
     let limit = state.config.server.max_frame_bytes;
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        // tungstenite allocates (and zero-fills) its read buffer per socket up front: 128 KiB by
+        // default, which is what an idle socket cost (docs/benchmarks.md). Client frames are
+        // small; a larger one just takes several reads.
+        .read_buffer_size(READ_BUFFER_BYTES)
+        // Every frame is flushed as it is sent (one token = one frame), so there is nothing to
+        // gather: write each out at once. A slow reader's backlog is one frame plus the
+        // session's bounded channel (and the send timeout drops a stalled one).
+        .write_buffer_size(0)
         .on_upgrade(move |socket| serve(socket, state))
 }
 

@@ -1,20 +1,25 @@
 //! The embedded Qdrant engine (qdrant-edge), persisted in a directory. Its API is synchronous, so
 //! every call runs on the blocking pool. One process per directory: a second one fails on the
-//! write-ahead-log lock.
+//! write-ahead-log lock. Every point carries a dense vector and a BM25 sparse vector; an index
+//! made before hybrid retrieval gets its BM25 vectors added when it is opened.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use qdrant_edge::{
-    Condition, CountRequestBuilder, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard,
-    EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations, Filter, Match, NamedQuery,
-    PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations, PointOperations,
-    PointStruct, QueryEnum, QueryRequestBuilder, ScoringQuery, ScrollRequestBuilder,
-    UpdateOperation, Vectors, WithPayloadInterface,
+    Condition, CountRequestBuilder, CreateIndex, CreateVectorName, Distance, EdgeConfigBuilder,
+    EdgeShard, EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder, FieldCondition,
+    FieldIndexOperations, Filter, Fusion, Match, Modifier, NamedQuery, PayloadFieldSchema,
+    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct,
+    PrefetchBuilder, QueryEnum, QueryRequestBuilder, ScoringQuery, ScrollRequestBuilder,
+    SparseVectorConfig, UpdateOperation, Vector, VectorInternal, VectorNameConfig,
+    VectorNameOperations, VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
 };
 
-use super::{ChunkPayload, ChunkPoint, Hit, IndexError, VectorIndex};
+use super::bm25::{Bm25, SPARSE};
+use super::{ChunkPayload, ChunkPoint, Hit, IndexError, Query, RRF_K, VectorIndex, prefetch_limit};
+use crate::config::RetrievalMode;
 
 /// Name of the dense vector in every point.
 pub const DENSE: &str = "dense";
@@ -22,9 +27,13 @@ pub const DENSE: &str = "dense";
 /// An embedded Qdrant shard.
 pub struct EdgeIndex {
     shard: Arc<EdgeShard>,
+    bm25: Arc<Bm25>,
     dim: usize,
     dir: PathBuf,
 }
+
+/// Points per batch when adding BM25 vectors to an older index.
+const BACKFILL_BATCH: usize = 256;
 
 fn engine(e: impl std::fmt::Display) -> IndexError {
     IndexError::Engine(e.to_string())
@@ -44,6 +53,12 @@ impl EdgeIndex {
                 .vector(
                     DENSE,
                     EdgeVectorParamsBuilder::new(dim, Distance::Cosine).build(),
+                )
+                .sparse_vector(
+                    SPARSE,
+                    EdgeSparseVectorParamsBuilder::new()
+                        .modifier(Modifier::Idf)
+                        .build(),
                 )
                 .build();
             let shard = EdgeShard::new(dir, config).map_err(|e| {
@@ -79,8 +94,14 @@ impl EdgeIndex {
                 )));
             }
         }
+        let bm25 = Bm25::new()?;
+        let has_bm25 = shard.config().sparse_vectors.contains_key(SPARSE);
+        if !has_bm25 {
+            add_bm25(&shard, &bm25, dir)?;
+        }
         Ok(Self {
             shard: Arc::new(shard),
+            bm25: Arc::new(bm25),
             dim,
             dir: dir.to_owned(),
         })
@@ -96,6 +117,111 @@ impl EdgeIndex {
             .await
             .map_err(engine)?
     }
+}
+
+/// Upgrades an index made before hybrid retrieval: declares the BM25 vector, then gives every
+/// point its BM25 vector from the chunk text it already stores (no re-embedding).
+fn add_bm25(shard: &EdgeShard, bm25: &Bm25, dir: &Path) -> Result<(), IndexError> {
+    let started = std::time::Instant::now();
+    tracing::info!(index = %dir.display(), "adding BM25 vectors to an index made before hybrid retrieval");
+    shard
+        .update(UpdateOperation::VectorNameOperation(
+            VectorNameOperations::CreateVectorName(CreateVectorName {
+                vector_name: SPARSE.into(),
+                config: VectorNameConfig::sparse(SparseVectorConfig {
+                    modifier: Some(Modifier::Idf),
+                    datatype: None,
+                }),
+            }),
+        ))
+        .map_err(engine)?;
+    let mut offset = None;
+    let mut points_done = 0usize;
+    loop {
+        let mut request = ScrollRequestBuilder::new()
+            .limit(BACKFILL_BATCH)
+            .with_payload(WithPayloadInterface::Bool(true))
+            .with_vector(WithVector::Bool(true));
+        if let Some(id) = offset {
+            request = request.offset(id);
+        }
+        let (records, next) = shard.scroll(request.build()).map_err(engine)?;
+        let points = records
+            .into_iter()
+            .map(|record| {
+                let id = record.id;
+                let (dense, payload) = dense_and_payload(record)?;
+                point(id, dense, &payload, bm25)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        points_done += points.len();
+        if !points.is_empty() {
+            shard
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
+                ))
+                .map_err(engine)?;
+        }
+        match next {
+            Some(id) => offset = Some(id),
+            None => break,
+        }
+    }
+    shard.optimize().map_err(engine)?;
+    shard.flush().map_err(engine)?;
+    tracing::info!(
+        points = points_done,
+        ms = started.elapsed().as_millis() as u64,
+        "BM25 vectors added"
+    );
+    Ok(())
+}
+
+/// The dense vector and the payload of a scrolled record.
+fn dense_and_payload(record: qdrant_edge::Record) -> Result<(Vec<f32>, ChunkPayload), IndexError> {
+    let dense = match record.vector {
+        Some(VectorStructInternal::Named(mut named)) => named.remove(DENSE),
+        _ => None,
+    };
+    let Some(VectorInternal::Dense(dense)) = dense else {
+        return Err(IndexError::Engine(format!(
+            "point {} has no {DENSE:?} vector",
+            record.id
+        )));
+    };
+    Ok((dense, payload_of(record.payload)?))
+}
+
+fn uuid_of(id: PointId) -> Result<uuid::Uuid, IndexError> {
+    match id {
+        PointId::Uuid(u) => Ok(u),
+        other => Err(IndexError::Engine(format!(
+            "point id {other} is not a UUID; the index was not made by ragchat"
+        ))),
+    }
+}
+
+/// A point with both vectors and the chunk payload.
+fn point(
+    id: PointId,
+    dense: Vec<f32>,
+    payload: &ChunkPayload,
+    bm25: &Bm25,
+) -> Result<qdrant_edge::PointStructPersisted, IndexError> {
+    let sparse = bm25.document(&payload.text);
+    let json = serde_json::to_value(payload).map_err(engine)?;
+    let vectors = Vectors::new_named([
+        (DENSE, Vector::new_dense(dense)),
+        (SPARSE, Vector::from(sparse)),
+    ]);
+    Ok(PointStruct::new(id, vectors, json).into())
+}
+
+fn nearest(query: VectorInternal, using: &str) -> ScoringQuery {
+    ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
+        query,
+        using: Some(using.into()),
+    }))
 }
 
 fn source_path() -> Result<qdrant_edge::JsonPath, IndexError> {
@@ -126,13 +252,29 @@ impl VectorIndex for EdgeIndex {
         format!("edge:{}", self.dir.display())
     }
 
-    async fn search(&self, vector: Vec<f32>, k: usize) -> Result<Vec<Hit>, IndexError> {
+    async fn search(&self, query: Query, k: usize) -> Result<Vec<Hit>, IndexError> {
+        let bm25 = Arc::clone(&self.bm25);
         self.blocking(move |shard| {
-            let request = QueryRequestBuilder::new(k)
-                .query(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
-                    query: vector.into(),
-                    using: Some(DENSE.into()),
-                })))
+            let dense = nearest(VectorInternal::Dense(query.vector), DENSE);
+            let request = match query.mode {
+                RetrievalMode::Dense => QueryRequestBuilder::new(k).query(dense),
+                RetrievalMode::Hybrid => {
+                    let sparse = VectorInternal::Sparse(bm25.query(&query.text));
+                    let limit = prefetch_limit(k);
+                    QueryRequestBuilder::new(k)
+                        .add_prefetch(PrefetchBuilder::new(limit).query(dense).build())
+                        .add_prefetch(
+                            PrefetchBuilder::new(limit)
+                                .query(nearest(sparse, SPARSE))
+                                .build(),
+                        )
+                        .query(ScoringQuery::Fusion(Fusion::Rrf {
+                            k: RRF_K,
+                            weights: None,
+                        }))
+                }
+            };
+            let request = request
                 .with_payload(WithPayloadInterface::Bool(true))
                 .build();
             shard
@@ -177,6 +319,7 @@ impl VectorIndex for EdgeIndex {
         points: Vec<ChunkPoint>,
     ) -> Result<(), IndexError> {
         let filter = source_filter(source)?;
+        let bm25 = Arc::clone(&self.bm25);
         self.blocking(move |shard| {
             shard
                 .update(UpdateOperation::PointOperation(
@@ -188,15 +331,7 @@ impl VectorIndex for EdgeIndex {
             }
             let points = points
                 .into_iter()
-                .map(|p| {
-                    let payload = serde_json::to_value(&p.payload).map_err(engine)?;
-                    Ok(PointStruct::new(
-                        PointId::Uuid(p.id),
-                        Vectors::new_named([(DENSE, p.vector)]),
-                        payload,
-                    )
-                    .into())
-                })
+                .map(|p| point(PointId::Uuid(p.id), p.vector, &p.payload, &bm25))
                 .collect::<Result<Vec<_>, IndexError>>()?;
             shard
                 .update(UpdateOperation::PointOperation(
@@ -211,6 +346,53 @@ impl VectorIndex for EdgeIndex {
         self.blocking(|shard| {
             shard
                 .count(CountRequestBuilder::new().exact(true).build())
+                .map_err(engine)
+        })
+        .await
+    }
+
+    async fn scroll(
+        &self,
+        from: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> Result<(Vec<ChunkPoint>, Option<uuid::Uuid>), IndexError> {
+        self.blocking(move |shard| {
+            let mut request = ScrollRequestBuilder::new()
+                .limit(limit)
+                .with_payload(WithPayloadInterface::Bool(true))
+                .with_vector(WithVector::Bool(true));
+            if let Some(id) = from {
+                request = request.offset(PointId::Uuid(id));
+            }
+            let (records, next) = shard.scroll(request.build()).map_err(engine)?;
+            let points = records
+                .into_iter()
+                .map(|record| {
+                    let id = uuid_of(record.id)?;
+                    let (vector, payload) = dense_and_payload(record)?;
+                    Ok(ChunkPoint {
+                        id,
+                        vector,
+                        payload,
+                    })
+                })
+                .collect::<Result<Vec<_>, IndexError>>()?;
+            Ok((points, next.map(uuid_of).transpose()?))
+        })
+        .await
+    }
+
+    async fn upsert(&self, points: Vec<ChunkPoint>) -> Result<(), IndexError> {
+        let bm25 = Arc::clone(&self.bm25);
+        self.blocking(move |shard| {
+            let points = points
+                .into_iter()
+                .map(|p| point(PointId::Uuid(p.id), p.vector, &p.payload, &bm25))
+                .collect::<Result<Vec<_>, IndexError>>()?;
+            shard
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
+                ))
                 .map_err(engine)
         })
         .await

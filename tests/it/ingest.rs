@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use ragchat::config::RetrievalMode;
 use ragchat::retrieval::{EdgeIndex, VectorIndex};
 
 use crate::support::embedder;
@@ -73,7 +74,7 @@ async fn reingest_skips_unchanged_files_and_replaces_changed_ones() {
     assert_eq!(changed.index_total, 2, "one chunk per file, no orphans");
     let hits = index
         .search(
-            e.embed_query("When is high tide?").await.expect("embeds"),
+            crate::support::query(e.as_ref(), "When is high tide?", RetrievalMode::Hybrid).await,
             5,
         )
         .await

@@ -7,5 +7,6 @@ mod health;
 mod ingest;
 mod llm_contract;
 mod records;
+mod retrieval;
 mod support;
 mod ws;

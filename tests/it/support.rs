@@ -93,6 +93,19 @@ pub fn embedder() -> Arc<dyn Embedder> {
         .clone()
 }
 
+/// A search for `text` (embedded with `embedder`) in `mode`.
+pub async fn query(
+    embedder: &dyn Embedder,
+    text: &str,
+    mode: ragchat::config::RetrievalMode,
+) -> ragchat::retrieval::Query {
+    ragchat::retrieval::Query {
+        text: text.to_owned(),
+        vector: embedder.embed_query(text).await.expect("embeds"),
+        mode,
+    }
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub state: AppState,

@@ -1,0 +1,162 @@
+"""Locust users for ragchat over its WebSocket (ws:// or wss://), the seeds' load tool.
+
+Each user opens /ws, waits for `ready`, then asks questions one turn at a time and reports three
+kinds of Locust request events (request_type "WS"):
+
+  connect   socket open -> `ready` frame
+  ttft      `ask` sent -> first `token` frame (time to first token)
+  answer    `ask` sent -> `done` frame (full-answer time; response_length = answer bytes)
+
+A turn that ends with an `error` frame fails its `answer` event with the frame's `code`, so the
+failures table groups errors by code. Run headless, for example:
+
+  locust -f loadtest/locustfile.py --headless -u 200 -r 50 -t 60s --host ws://127.0.0.1:8000
+
+Extra options: --questions FILE (one per line), --cancel-share 0.1 (cancel that share of turns
+after the first token), --turn-timeout 120 (seconds without a frame before giving up).
+"""
+
+import json
+import random
+import time
+import uuid
+
+import websocket
+from locust import User, constant, events, task
+
+DEFAULT_QUESTIONS = [
+    "When does the Quillon Street Bakery open?",
+    "What is the bakery's most famous loaf and what does it cost?",
+    "Who runs the Quillon Street Bakery?",
+    "What does the bakery sell on Sundays?",
+    "Who is the keeper of the Zephyr lighthouse?",
+    "Where does the Zephyr lighthouse stand?",
+    "How often does the Zephyr lamp flash, and in what colour?",
+    "What are the names of the keeper's cats?",
+    "What is the radio call sign of the Kvitoya polar station?",
+    "How many researchers staff the Kvitoya station in winter?",
+    "What does the research station on Kvitoya monitor?",
+    "Summarise everything you know about the lighthouse and the bakery.",
+]
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser):
+    parser.add_argument("--questions", default="", help="file of questions, one per line")
+    parser.add_argument("--cancel-share", type=float, default=0.0, help="share of turns to cancel")
+    parser.add_argument("--turn-timeout", type=float, default=120.0, help="seconds without a frame")
+
+
+class TurnError(Exception):
+    """A turn that ended with an `error` frame, a timeout or a lost connection."""
+
+
+def _load_questions(path):
+    if not path:
+        return DEFAULT_QUESTIONS
+    with open(path, encoding="utf-8") as f:
+        lines = [l.strip() for l in f if l.strip() and not l.lstrip().startswith("#")]
+    return lines or DEFAULT_QUESTIONS
+
+
+class RagchatUser(User):
+    """One chat client: one socket, one turn at a time."""
+
+    wait_time = constant(0)
+
+    def on_start(self):
+        opts = self.environment.parsed_options
+        self.questions = _load_questions(getattr(opts, "questions", ""))
+        self.cancel_share = float(getattr(opts, "cancel_share", 0.0) or 0.0)
+        self.timeout = float(getattr(opts, "turn_timeout", 120.0) or 120.0)
+        host = (self.host or "ws://127.0.0.1:8000").rstrip("/")
+        self.url = host if host.endswith("/ws") else host + "/ws"
+        self.ws = None
+        self._connect()
+
+    def on_stop(self):
+        if self.ws is not None:
+            try:
+                self.ws.close()
+            except Exception:
+                pass
+            self.ws = None
+
+    def _fire(self, name, started, length=0, exception=None):
+        self.environment.events.request.fire(
+            request_type="WS",
+            name=name,
+            response_time=(time.perf_counter() - started) * 1000.0,
+            response_length=length,
+            exception=exception,
+            context={},
+        )
+
+    def _connect(self):
+        started = time.perf_counter()
+        try:
+            ws = websocket.create_connection(self.url, timeout=self.timeout)
+            while True:
+                frame = json.loads(ws.recv())
+                if frame.get("type") == "ready":
+                    break
+            self.ws = ws
+            self._fire("connect", started)
+        except Exception as e:  # noqa: BLE001 - every failure is a failed connect event
+            self.ws = None
+            self._fire("connect", started, exception=e)
+
+    def _drop(self):
+        try:
+            if self.ws is not None:
+                self.ws.close()
+        except Exception:
+            pass
+        self.ws = None
+
+    @task
+    def ask(self):
+        if self.ws is None:
+            self._connect()
+            if self.ws is None:
+                time.sleep(1)
+                return
+        turn_id = "locust-" + uuid.uuid4().hex[:16]
+        cancel = random.random() < self.cancel_share
+        question = random.choice(self.questions)
+        started = time.perf_counter()
+        first = True
+        answer_bytes = 0
+        try:
+            self.ws.send(json.dumps({"type": "ask", "question": question, "turn_id": turn_id}))
+            while True:
+                raw = self.ws.recv()
+                if not raw:
+                    raise TurnError("connection closed")
+                frame = json.loads(raw)
+                kind = frame.get("type")
+                if frame.get("turn_id") not in (None, turn_id):
+                    continue
+                if kind == "token":
+                    answer_bytes += len(frame.get("text", "").encode())
+                    if first:
+                        first = False
+                        self._fire("ttft", started)
+                        if cancel:
+                            self.ws.send(json.dumps({"type": "cancel", "turn_id": turn_id}))
+                elif kind == "done":
+                    name = "answer (cancelled)" if frame.get("finish_reason") == "cancelled" else "answer"
+                    self._fire(name, started, length=answer_bytes)
+                    return
+                elif kind == "error":
+                    self._fire("answer", started, exception=TurnError(frame.get("code", "unknown")))
+                    return
+        except TurnError as e:
+            self._fire("answer", started, exception=e)
+            self._drop()
+        except websocket.WebSocketTimeoutException:
+            self._fire("answer", started, exception=TurnError("timeout"))
+            self._drop()
+        except Exception as e:  # noqa: BLE001 - the socket broke: count it and reconnect
+            self._fire("answer", started, exception=TurnError(f"connection: {e}"))
+            self._drop()
