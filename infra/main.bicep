@@ -257,6 +257,7 @@ var baseSettings = [
   { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
 ]
 var qdrantUrlSettings = empty(qdrantUrl) ? [] : [
+  { name: 'RAGCHAT_INDEX', value: 'qdrant' }
   { name: 'RAGCHAT_QDRANT_URL', value: qdrantUrl }
 ]
 var qdrantKeySettings = empty(qdrantApiKey) ? [] : [

@@ -59,6 +59,10 @@ export AZURE_COSMOS_EMULATOR_SERVER_CERT_VALIDATION_DISABLED=true
 export AZURE_COSMOS_CONNECTION_POOL_IS_HTTP2_ALLOWED=false
 export AZURE_COSMOS_BINARY_ENCODING_ENABLED=false
 export RAGCHAT_EMBED_MODEL_DIR="${RAGCHAT_EMBED_MODEL_DIR:-${RAGCHAT_CACHE:-$HOME/.cache/ragchat}/models/all-MiniLM-L6-v2}"
+if [[ -z "${RAGCHAT_TEST_QDRANT_URL:-}" ]]; then
+  echo "== Qdrant server backend: SKIPPED (no server on this machine; the embedded index runs the"
+  echo "   same retrieval tests). Run them with RAGCHAT_TEST_QDRANT_URL=http://127.0.0.1:6334 make test"
+fi
 # LLM-backed tests share one small llama-server on 2 cores: keep them few at a time.
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads "${RAGCHAT_TEST_THREADS:-2}"

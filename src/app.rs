@@ -13,7 +13,7 @@ use crate::config::{Config, EmbedderKind, IndexKind, StoreKind};
 use crate::embed::{Embedder, LocalEmbedder, OpenAiEmbedder};
 use crate::health::Health;
 use crate::llm::{ChatModel, OpenAiChat};
-use crate::retrieval::{EdgeIndex, VectorIndex};
+use crate::retrieval::{EdgeIndex, IndexError, QdrantIndex, QdrantSettings, VectorIndex};
 use crate::store::{CosmosStore, RecordStore, Recorder, RecorderTask, Spool, SqliteStore};
 
 /// Everything a request needs; cheap to clone.
@@ -83,6 +83,28 @@ pub async fn open_index(config: &Config, dim: usize) -> anyhow::Result<Arc<dyn V
             let index = tokio::task::spawn_blocking(move || EdgeIndex::open(&dir, dim))
                 .await
                 .context("opening the index")??;
+            Arc::new(index)
+        }
+        IndexKind::Qdrant => {
+            let settings = QdrantSettings {
+                url: config.index.qdrant_url.clone().unwrap_or_default(),
+                api_key: config.index.qdrant_api_key.clone(),
+                collection: config.index.qdrant_collection.clone(),
+                timeout: std::time::Duration::from_millis(config.index.qdrant_timeout_ms),
+            };
+            let index = QdrantIndex::new(&settings, dim)?;
+            match index.connect().await {
+                Ok(()) => {}
+                // A collection that cannot be ours: refuse, with what to do.
+                Err(e @ IndexError::Open(_)) => return Err(e.into()),
+                // Unreachable: serve anyway (unready, `retrieval_unavailable`) and connect when
+                // it answers, rather than crash-loop with the server's bad minute.
+                Err(e) => tracing::warn!(
+                    index = %index.describe(),
+                    error = %e,
+                    "the Qdrant server does not answer yet; retrieval is unavailable until it does"
+                ),
+            }
             Arc::new(index)
         }
     })

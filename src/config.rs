@@ -13,6 +13,8 @@ use secrecy::SecretString;
 pub enum IndexKind {
     /// Embedded Qdrant engine (qdrant-edge), persisted under the data dir. One process per dir.
     Edge,
+    /// A Qdrant server or cluster over gRPC (`RAGCHAT_QDRANT_URL`), shared by every replica.
+    Qdrant,
 }
 
 /// How chunks are retrieved for a question.
@@ -225,6 +227,38 @@ pub struct IndexConfig {
         global = true
     )]
     pub kind: IndexKind,
+
+    /// Qdrant server gRPC URL (port 6334), e.g. `http://qdrant:6334` or a Qdrant Cloud
+    /// `https://…:6334` URL. Required with `RAGCHAT_INDEX=qdrant`.
+    #[arg(long, env = "RAGCHAT_QDRANT_URL", global = true)]
+    pub qdrant_url: Option<String>,
+
+    /// Qdrant API key (Qdrant Cloud, or a server with `service.api_key`). Never logged.
+    #[arg(
+        long,
+        env = "RAGCHAT_QDRANT_API_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub qdrant_api_key: Option<SecretString>,
+
+    /// Qdrant collection holding the chunks (created on first use).
+    #[arg(
+        long,
+        env = "RAGCHAT_QDRANT_COLLECTION",
+        default_value = "ragchat",
+        global = true
+    )]
+    pub qdrant_collection: String,
+
+    /// Bound on each Qdrant call, in milliseconds (connection and request).
+    #[arg(
+        long,
+        env = "RAGCHAT_QDRANT_TIMEOUT_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub qdrant_timeout_ms: u64,
 
     /// Retrieval: `hybrid` (dense + BM25, fused with RRF) or `dense`.
     #[arg(
@@ -600,6 +634,39 @@ impl Config {
                 }
             }
         }
+        if self.index.kind == IndexKind::Qdrant {
+            match &self.index.qdrant_url {
+                None => {
+                    return Err(invalid(
+                        "RAGCHAT_QDRANT_URL",
+                        "required with RAGCHAT_INDEX=qdrant, e.g. http://127.0.0.1:6334 \
+                         (the gRPC port)",
+                    ));
+                }
+                Some(url) if reqwest::Url::parse(url).is_err() || !url.starts_with("http") => {
+                    return Err(invalid(
+                        "RAGCHAT_QDRANT_URL",
+                        "is not an http(s) URL; e.g. http://127.0.0.1:6334 (the gRPC port)",
+                    ));
+                }
+                Some(_) => {}
+            }
+            let name = &self.index.qdrant_collection;
+            if name.is_empty()
+                || name.len() > 255
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
+                return Err(invalid(
+                    "RAGCHAT_QDRANT_COLLECTION",
+                    "must be 1-255 characters of letters, digits, _ - .",
+                ));
+            }
+            if self.index.qdrant_timeout_ms < 100 {
+                return Err(invalid("RAGCHAT_QDRANT_TIMEOUT_MS", "must be at least 100"));
+            }
+        }
         if self.store.timeout_ms < 100 {
             return Err(invalid("RAGCHAT_STORE_TIMEOUT_MS", "must be at least 100"));
         }
@@ -780,6 +847,22 @@ mod tests {
             ),
             (&["--llm-temperature", "3"], "RAGCHAT_LLM_TEMPERATURE"),
             (&["--store", "cosmos"], "RAGCHAT_COSMOS_ENDPOINT"),
+            (&["--index", "qdrant"], "RAGCHAT_QDRANT_URL"),
+            (
+                &["--index", "qdrant", "--qdrant-url", "localhost:6334"],
+                "RAGCHAT_QDRANT_URL",
+            ),
+            (
+                &[
+                    "--index",
+                    "qdrant",
+                    "--qdrant-url",
+                    "http://127.0.0.1:6334",
+                    "--qdrant-collection",
+                    "a/b",
+                ],
+                "RAGCHAT_QDRANT_COLLECTION",
+            ),
             (
                 &["--store", "cosmos", "--cosmos-endpoint", "not a url"],
                 "RAGCHAT_COSMOS_ENDPOINT",

@@ -1,5 +1,7 @@
-//! Retrieval: the `VectorIndex` trait over the service's own chunk types, and its backends.
-//! The embedded Qdrant Edge engine is the default; a Qdrant server backend fits the same trait.
+//! Retrieval: the `VectorIndex` trait over the service's own chunk types, and its backends:
+//! the embedded Qdrant Edge engine (the default, one process) and a Qdrant server (shared by
+//! every replica). Both hold a dense and a BM25 vector per chunk and answer dense or hybrid
+//! (RRF-fused) queries.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -7,10 +9,12 @@ use uuid::Uuid;
 
 pub mod bm25;
 pub mod edge;
+pub mod qdrant;
 pub mod transfer;
 
 pub use bm25::Bm25;
 pub use edge::EdgeIndex;
+pub use qdrant::{QdrantIndex, QdrantSettings};
 
 use crate::config::RetrievalMode;
 

@@ -1,7 +1,5 @@
 //! Ingestion into the real embedded index with real embeddings.
 
-use std::sync::Arc;
-
 use ragchat::config::RetrievalMode;
 use ragchat::retrieval::{EdgeIndex, VectorIndex};
 
@@ -36,8 +34,13 @@ async fn minilm_matches_the_sentence_transformers_reference() {
 
 #[tokio::test]
 async fn reingest_skips_unchanged_files_and_replaces_changed_ones() {
+    for backend in crate::retrieval::backends() {
+        reingest_on(backend.index.as_ref()).await;
+    }
+}
+
+async fn reingest_on(index: &dyn VectorIndex) {
     let docs = tempfile::tempdir().expect("docs");
-    let data = tempfile::tempdir().expect("data");
     let long = (0..60)
         .map(|i| format!("Paragraph {i} explains the tide tables of harbour number {i}."))
         .collect::<Vec<_>>()
@@ -45,17 +48,16 @@ async fn reingest_skips_unchanged_files_and_replaces_changed_ones() {
     std::fs::write(docs.path().join("tides.md"), format!("# Tides\n\n{long}")).expect("write");
     std::fs::write(docs.path().join("ferry.txt"), "The ferry leaves at noon.").expect("write");
     let e = embedder();
-    let index = Arc::new(EdgeIndex::open(data.path(), e.dim()).expect("index"));
     let paths = [docs.path().to_owned()];
 
-    let first = ragchat::ingest::run(&paths, e.as_ref(), index.as_ref(), 64, 8)
+    let first = ragchat::ingest::run(&paths, e.as_ref(), index, 64, 8)
         .await
         .expect("ingest");
     assert_eq!((first.indexed, first.unchanged), (2, 0));
     assert!(first.chunks > 3, "the long file is split: {}", first.chunks);
     assert_eq!(first.index_total, first.chunks);
 
-    let again = ragchat::ingest::run(&paths, e.as_ref(), index.as_ref(), 64, 8)
+    let again = ragchat::ingest::run(&paths, e.as_ref(), index, 64, 8)
         .await
         .expect("ingest");
     assert_eq!((again.indexed, again.unchanged, again.chunks), (0, 2, 0));
@@ -67,7 +69,7 @@ async fn reingest_skips_unchanged_files_and_replaces_changed_ones() {
         "# Tides\n\nHigh tide is at six.",
     )
     .expect("write");
-    let changed = ragchat::ingest::run(&paths, e.as_ref(), index.as_ref(), 64, 8)
+    let changed = ragchat::ingest::run(&paths, e.as_ref(), index, 64, 8)
         .await
         .expect("ingest");
     assert_eq!((changed.indexed, changed.unchanged), (1, 1));

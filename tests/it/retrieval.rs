@@ -1,18 +1,97 @@
-//! Retrieval on the real embedded index with real MiniLM embeddings: hybrid (dense + BM25 fused
-//! with RRF) against dense, the in-place upgrade of an index made before hybrid retrieval, and
-//! moving an index out and back in.
+//! Retrieval with real MiniLM embeddings on every index backend: the embedded engine always,
+//! and a Qdrant server when `RAGCHAT_TEST_QDRANT_URL` names one (no server can be installed on
+//! our CI machine, so that half says loudly that it skipped). Hybrid (dense + BM25 fused with
+//! RRF) against dense, the in-place upgrade of an index made before hybrid retrieval, and moving
+//! an index between backends.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Once};
+use std::time::Duration;
 
 use qdrant_edge::{
     Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, PointId,
     PointInsertOperations, PointOperations, PointStruct, UpdateOperation, Vectors,
 };
 use ragchat::config::RetrievalMode;
-use ragchat::retrieval::{ChunkPayload, EdgeIndex, VectorIndex};
+use ragchat::retrieval::{ChunkPayload, EdgeIndex, QdrantIndex, QdrantSettings, VectorIndex};
 
 use crate::support::{embedder, query};
+
+/// One index to run a backend-independent test against; cleans up after itself.
+pub struct Backend {
+    pub name: &'static str,
+    pub index: Arc<dyn VectorIndex>,
+    _dir: Option<tempfile::TempDir>,
+    collection: Option<(String, String)>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some((url, collection)) = self.collection.take() {
+            // Best effort, on a thread of its own: Drop cannot await.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let (Ok(rt), Ok(client)) = (rt, qdrant_client::Qdrant::from_url(&url).build()) {
+                    let _ = rt.block_on(client.delete_collection(collection));
+                }
+            })
+            .join();
+        }
+    }
+}
+
+fn qdrant_url() -> Option<String> {
+    static SKIP: Once = Once::new();
+    let url = std::env::var("RAGCHAT_TEST_QDRANT_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        SKIP.call_once(|| {
+            eprintln!(
+                "SKIPPED: the Qdrant server backend half of the retrieval tests \
+                 (set RAGCHAT_TEST_QDRANT_URL=http://127.0.0.1:6334 to run it)"
+            );
+        });
+    }
+    url
+}
+
+/// A fresh, empty index of every backend this run can reach.
+pub fn backends() -> Vec<Backend> {
+    let dim = embedder().dim();
+    let dir = tempfile::tempdir().expect("data");
+    let edge = EdgeIndex::open(dir.path(), dim).expect("index");
+    let mut all = vec![Backend {
+        name: "edge",
+        index: Arc::new(edge),
+        _dir: Some(dir),
+        collection: None,
+    }];
+    if let Some(url) = qdrant_url() {
+        let collection = format!("ragchat_test_{}", uuid::Uuid::new_v4().simple());
+        let index = QdrantIndex::new(
+            &QdrantSettings {
+                url: url.clone(),
+                api_key: std::env::var("RAGCHAT_TEST_QDRANT_API_KEY")
+                    .ok()
+                    .map(Into::into),
+                collection: collection.clone(),
+                timeout: Duration::from_secs(10),
+            },
+            dim,
+        )
+        .expect("client");
+        all.push(Backend {
+            name: "qdrant",
+            index: Arc::new(index),
+            _dir: None,
+            collection: Some((url, collection)),
+        });
+    }
+    all
+}
 
 fn rare_terms() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("eval/corpus/rare-terms")
@@ -33,10 +112,14 @@ async fn top_source(index: &dyn VectorIndex, text: &str, mode: RetrievalMode) ->
 
 #[tokio::test]
 async fn hybrid_finds_the_document_an_exact_code_names() {
-    let data = tempfile::tempdir().expect("data");
+    for backend in backends() {
+        hybrid_finds_codes_on(backend.index.as_ref()).await;
+    }
+}
+
+async fn hybrid_finds_codes_on(index: &dyn VectorIndex) {
     let e = embedder();
-    let index = EdgeIndex::open(data.path(), e.dim()).expect("index");
-    ragchat::ingest::run(&[rare_terms()], e.as_ref(), &index, 200, 30)
+    ragchat::ingest::run(&[rare_terms()], e.as_ref(), index, 200, 30)
         .await
         .expect("ingest");
     // Near-identical error pages that differ only in their code: the embedding of a question
@@ -48,15 +131,16 @@ async fn hybrid_finds_the_document_an_exact_code_names() {
         ("Who is Tobias Achterberg?", "people-support.md"),
     ] {
         assert_eq!(
-            top_source(&index, question, RetrievalMode::Hybrid).await,
+            top_source(index, question, RetrievalMode::Hybrid).await,
             want,
-            "{question}"
+            "{question} on {}",
+            index.describe()
         );
     }
     // Dense still answers plain-language questions.
     assert_eq!(
         top_source(
-            &index,
+            index,
             "How much does recalibration cost?",
             RetrievalMode::Dense
         )
@@ -148,16 +232,19 @@ async fn an_index_moves_to_another_index_whole() {
     ragchat::ingest::run(&[rare_terms()], e.as_ref(), &from, 200, 30)
         .await
         .expect("ingest");
-    let to_dir = tempfile::tempdir().expect("data");
-    let to: Arc<dyn VectorIndex> =
-        Arc::new(EdgeIndex::open(to_dir.path(), e.dim()).expect("index"));
-
     let mut file = Vec::new();
     let exported = ragchat::retrieval::transfer::export(&from, &mut file)
         .await
         .expect("export");
     assert_eq!(exported, from.count().await.expect("count"));
-    let imported = ragchat::retrieval::transfer::import(file.as_slice(), to.as_ref())
+    for backend in backends() {
+        import_into(&from, &file, exported, backend.index.as_ref()).await;
+    }
+}
+
+async fn import_into(from: &dyn VectorIndex, file: &[u8], exported: usize, to: &dyn VectorIndex) {
+    let e = embedder();
+    let imported = ragchat::retrieval::transfer::import(file, to)
         .await
         .expect("import");
     assert_eq!(imported, exported);
@@ -170,26 +257,39 @@ async fn an_index_moves_to_another_index_whole() {
             "Who maintains the firmware?",
         ] {
             assert_eq!(
-                top_source(&from, question, mode).await,
-                top_source(to.as_ref(), question, mode).await,
-                "{question} ({mode})"
+                top_source(from, question, mode).await,
+                top_source(to, question, mode).await,
+                "{question} ({mode}) on {}",
+                to.describe()
             );
         }
     }
-    let again = ragchat::ingest::run(&[rare_terms()], e.as_ref(), to.as_ref(), 200, 30)
+    let again = ragchat::ingest::run(&[rare_terms()], e.as_ref(), to, 200, 30)
         .await
         .expect("ingest");
     assert_eq!(
         again.indexed, 0,
         "every document is already there, unchanged"
     );
+}
 
-    // A file that is not an export is refused with its line number, and nothing is written.
-    let empty_dir = tempfile::tempdir().expect("data");
-    let empty = EdgeIndex::open(empty_dir.path(), e.dim()).expect("index");
-    let err = ragchat::retrieval::transfer::import(&b"{\"not\":\"a point\"}\n"[..], &empty)
-        .await
-        .expect_err("refused");
-    assert!(err.to_string().contains("line 1"), "{err}");
-    assert_eq!(empty.count().await.expect("count"), 0);
+#[tokio::test]
+async fn a_file_that_is_not_an_export_is_refused_and_nothing_is_written() {
+    for backend in backends() {
+        let index = backend.index.as_ref();
+        for (file, line) in [
+            (&b"{\"not\":\"a point\"}\n"[..], "line 1"),
+            (&b""[..], "line 1"),
+            (
+                &b"{\"format\":\"ragchat-index\",\"version\":1,\"dim\":1536,\"chunks\":0}\n"[..],
+                "1536",
+            ),
+        ] {
+            let err = ragchat::retrieval::transfer::import(file, index)
+                .await
+                .expect_err("refused");
+            assert!(err.to_string().contains(line), "{err}");
+        }
+        assert_eq!(index.count().await.expect("count"), 0, "{}", backend.name);
+    }
 }
