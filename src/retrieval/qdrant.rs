@@ -67,10 +67,18 @@ fn transient(e: &QdrantError) -> bool {
     use tonic::Code;
     match e {
         QdrantError::ResourceExhaustedError { .. } => true,
-        QdrantError::ResponseError { status } => matches!(
-            status.code(),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::ResourceExhausted
-        ),
+        QdrantError::ResponseError { status } => match status.code() {
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::ResourceExhausted => true,
+            // qdrant-client reports a refused or broken connection as Internal.
+            Code::Internal => {
+                let m = status.message();
+                m.contains("Failed to connect") || m.contains("transport error")
+            }
+            _ => false,
+        },
         QdrantError::Io(_) => true,
         _ => false,
     }
@@ -520,7 +528,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unreachable_server_is_a_bounded_engine_error_not_a_hang() {
+    async fn an_unreachable_server_is_retried_then_a_bounded_engine_error() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         drop(listener);
@@ -536,6 +544,7 @@ mod tests {
         .expect("client");
         let started = std::time::Instant::now();
         let err = index.ping().await.expect_err("nothing listens");
+        eprintln!("ERR {err:?} after {:?}", started.elapsed());
         assert!(matches!(err, IndexError::Engine(_)), "{err}");
         assert!(
             started.elapsed() < Duration::from_secs(5),

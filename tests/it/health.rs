@@ -1,6 +1,11 @@
 //! Health endpoints, the test page, and the Origin check.
 
-use crate::support::{dead_url, llm_url, spawn_app};
+use futures::SinkExt;
+use ragchat::chat::protocol::ServerFrame;
+use ragchat::error::ErrorCode;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{connect, dead_url, llm_url, next_frame, spawn_app};
 
 #[tokio::test]
 async fn ready_when_every_backend_answers() {
@@ -48,6 +53,47 @@ async fn readiness_names_the_llm_when_it_is_down() {
     let body: serde_json::Value = response.json().await.expect("json body");
     assert!(body["down"]["llm"].is_string(), "{body}");
     assert!(body["down"].get("index").is_none(), "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_qdrant_server_means_unready_and_retrieval_unavailable_not_a_hang() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let qdrant = format!("http://{}", listener.local_addr().expect("addr"));
+    drop(listener);
+    // Retrieval fails before the model is asked, so no model is needed either.
+    let app = spawn_app(
+        &dead_url(),
+        &[
+            "--index",
+            "qdrant",
+            "--qdrant-url",
+            &qdrant,
+            "--qdrant-timeout-ms",
+            "500",
+        ],
+    )
+    .await;
+    let response = reqwest::get(app.http("/health/ready"))
+        .await
+        .expect("ready");
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.expect("json body");
+    assert!(body["down"]["index"].is_string(), "{body}");
+
+    let mut ws = connect(&app).await;
+    let started = std::time::Instant::now();
+    ws.send(Message::text(
+        serde_json::json!({"type": "ask", "question": "Who keeps the lighthouse?"}).to_string(),
+    ))
+    .await
+    .expect("send");
+    match next_frame(&mut ws).await {
+        ServerFrame::Error(e) => assert_eq!(e.code, ErrorCode::RetrievalUnavailable, "{e:?}"),
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+    // Three bounded attempts with back-off, not a hang.
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
     app.stop().await;
 }
 

@@ -152,10 +152,19 @@ pub async fn spawn_app(llm_url: &str, extra: &[&str]) -> TestApp {
 pub async fn spawn_app_at(dir: &Path, llm_url: &str, extra: &[&str]) -> TestApp {
     let config = config(dir, llm_url, extra);
     let embedder = embedder();
-    let index = Arc::new(EdgeIndex::open(&config.index_dir(), embedder.dim()).expect("index"));
-    ragchat::ingest::run(&[corpus_dir()], embedder.as_ref(), index.as_ref(), 200, 30)
-        .await
-        .expect("corpus ingests");
+    let index: Arc<dyn ragchat::retrieval::VectorIndex> = match config.index.kind {
+        ragchat::config::IndexKind::Edge => {
+            let index = EdgeIndex::open(&config.index_dir(), embedder.dim()).expect("index");
+            ragchat::ingest::run(&[corpus_dir()], embedder.as_ref(), &index, 200, 30)
+                .await
+                .expect("corpus ingests");
+            Arc::new(index)
+        }
+        // As `serve` opens it (the tests that use a server index bring their own data).
+        _ => ragchat::app::open_index(&config, embedder.dim())
+            .await
+            .expect("index opens"),
+    };
     let backends = Backends {
         embedder,
         index,
