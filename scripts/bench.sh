@@ -12,6 +12,7 @@
 #   BENCH_INGEST_FILES=30                    ~200-token chunks for the local-embedder ingest
 #   BENCH_OUT=docs/benchmarks.md
 #   BENCH_SKIP_BUILD=1                       reuse the release binaries already built
+#   BENCH_KEEP=dir                           keep the raw results there (to re-render the report)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
@@ -259,3 +260,9 @@ stop_pid "$sim_pid"
 python3 loadtest/report.py "$results" > "$out.tmp"
 mv "$out.tmp" "$out"
 log "wrote $out"
+if [[ -n "${BENCH_KEEP:-}" ]]; then
+  # The raw results, to re-render the report after editing loadtest/bench-notes.md:
+  #   python3 loadtest/report.py "$BENCH_KEEP" > docs/benchmarks.md
+  rm -rf "$BENCH_KEEP" && cp -r "$results" "$BENCH_KEEP"
+  log "raw results kept in $BENCH_KEEP"
+fi
