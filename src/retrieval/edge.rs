@@ -10,11 +10,12 @@ use async_trait::async_trait;
 use qdrant_edge::{
     Condition, CountRequestBuilder, CreateIndex, CreateVectorName, Distance, EdgeConfigBuilder,
     EdgeShard, EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder, FieldCondition,
-    FieldIndexOperations, Filter, Fusion, Match, Modifier, NamedQuery, PayloadFieldSchema,
-    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct,
-    PrefetchBuilder, QueryEnum, QueryRequestBuilder, ScoringQuery, ScrollRequestBuilder,
-    SparseVectorConfig, UpdateOperation, Vector, VectorInternal, VectorNameConfig,
-    VectorNameOperations, VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
+    FieldIndexOperations, Filter, Fusion, HasVectorCondition, Match, Modifier, NamedQuery,
+    PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations, PointOperations,
+    PointStruct, PrefetchBuilder, QueryEnum, QueryRequestBuilder, ScoringQuery,
+    ScrollRequestBuilder, SparseVectorConfig, UpdateOperation, Vector, VectorInternal,
+    VectorNameConfig, VectorNameOperations, VectorStructInternal, Vectors, WithPayloadInterface,
+    WithVector,
 };
 
 use super::bm25::{Bm25, SPARSE};
@@ -95,10 +96,11 @@ impl EdgeIndex {
             }
         }
         let bm25 = Bm25::new()?;
-        let has_bm25 = shard.config().sparse_vectors.contains_key(SPARSE);
-        if !has_bm25 {
-            add_bm25(&shard, &bm25, dir)?;
+        if !shard.config().sparse_vectors.contains_key(SPARSE) {
+            declare_bm25(&shard, dir)?;
         }
+        // Also finishes an upgrade that was interrupted part-way.
+        backfill_bm25(&shard, &bm25, dir)?;
         Ok(Self {
             shard: Arc::new(shard),
             bm25: Arc::new(bm25),
@@ -119,11 +121,9 @@ impl EdgeIndex {
     }
 }
 
-/// Upgrades an index made before hybrid retrieval: declares the BM25 vector, then gives every
-/// point its BM25 vector from the chunk text it already stores (no re-embedding).
-fn add_bm25(shard: &EdgeShard, bm25: &Bm25, dir: &Path) -> Result<(), IndexError> {
-    let started = std::time::Instant::now();
-    tracing::info!(index = %dir.display(), "adding BM25 vectors to an index made before hybrid retrieval");
+/// Declares the BM25 vector in an index made before hybrid retrieval.
+fn declare_bm25(shard: &EdgeShard, dir: &Path) -> Result<(), IndexError> {
+    tracing::info!(index = %dir.display(), "declaring BM25 vectors in an index made before hybrid retrieval");
     shard
         .update(UpdateOperation::VectorNameOperation(
             VectorNameOperations::CreateVectorName(CreateVectorName {
@@ -134,11 +134,36 @@ fn add_bm25(shard: &EdgeShard, bm25: &Bm25, dir: &Path) -> Result<(), IndexError
                 }),
             }),
         ))
+        .map_err(engine)
+}
+
+/// Points that have no BM25 vector yet.
+fn without_bm25() -> Filter {
+    Filter::new_must_not(Condition::HasVector(HasVectorCondition::from(
+        SPARSE.to_owned(),
+    )))
+}
+
+/// Gives every point without a BM25 vector one, made from the chunk text it already stores
+/// (no re-embedding). A no-op (one count) on an index that is up to date.
+fn backfill_bm25(shard: &EdgeShard, bm25: &Bm25, dir: &Path) -> Result<(), IndexError> {
+    let missing = shard
+        .count(
+            CountRequestBuilder::new()
+                .filter(without_bm25())
+                .exact(true)
+                .build(),
+        )
         .map_err(engine)?;
+    if missing == 0 {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    tracing::info!(index = %dir.display(), chunks = missing, "adding BM25 vectors from the stored chunk text");
     let mut offset = None;
-    let mut points_done = 0usize;
     loop {
         let mut request = ScrollRequestBuilder::new()
+            .filter(without_bm25())
             .limit(BACKFILL_BATCH)
             .with_payload(WithPayloadInterface::Bool(true))
             .with_vector(WithVector::Bool(true));
@@ -154,7 +179,6 @@ fn add_bm25(shard: &EdgeShard, bm25: &Bm25, dir: &Path) -> Result<(), IndexError
                 point(id, dense, &payload, bm25)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        points_done += points.len();
         if !points.is_empty() {
             shard
                 .update(UpdateOperation::PointOperation(
@@ -170,7 +194,7 @@ fn add_bm25(shard: &EdgeShard, bm25: &Bm25, dir: &Path) -> Result<(), IndexError
     shard.optimize().map_err(engine)?;
     shard.flush().map_err(engine)?;
     tracing::info!(
-        points = points_done,
+        chunks = missing,
         ms = started.elapsed().as_millis() as u64,
         "BM25 vectors added"
     );

@@ -188,11 +188,11 @@ impl QdrantIndex {
         if !exists {
             self.create_collection().await?;
         }
-        let has_bm25 = self.verify().await?;
-        if !has_bm25 {
-            self.add_bm25().await?;
+        if !self.verify().await? {
+            self.declare_bm25().await?;
         }
-        Ok(())
+        // Also finishes an upgrade that was interrupted part-way.
+        self.backfill_bm25().await
     }
 
     async fn create_collection(&self) -> Result<(), IndexError> {
@@ -273,9 +273,9 @@ impl QdrantIndex {
             .is_some_and(|s| s.map.contains_key(SPARSE)))
     }
 
-    /// Gives a collection made before hybrid retrieval its BM25 vector, from the stored text.
-    async fn add_bm25(&self) -> Result<(), IndexError> {
-        tracing::info!(collection = %self.collection, "adding BM25 vectors to a collection made before hybrid retrieval");
+    /// Declares the BM25 vector in a collection made before hybrid retrieval.
+    async fn declare_bm25(&self) -> Result<(), IndexError> {
+        tracing::info!(collection = %self.collection, "declaring BM25 vectors in a collection made before hybrid retrieval");
         retry(|| {
             self.client.create_vector_name(
                 CreateVectorNameRequestBuilder::new(
@@ -286,10 +286,32 @@ impl QdrantIndex {
                 .wait(true),
             )
         })
-        .await?;
+        .await
+        .map(drop)
+    }
+
+    /// Gives every point without a BM25 vector one, from the chunk text it stores.
+    async fn backfill_bm25(&self) -> Result<(), IndexError> {
+        let without_bm25 = || Filter::must_not([Condition::has_vector(SPARSE)]);
+        let missing = retry(|| {
+            self.client.count(
+                CountPointsBuilder::new(&self.collection)
+                    .filter(without_bm25())
+                    .exact(true),
+            )
+        })
+        .await?
+        .result
+        .map_or(0, |r| r.count);
+        if missing == 0 {
+            return Ok(());
+        }
+        tracing::info!(collection = %self.collection, chunks = missing, "adding BM25 vectors from the stored chunk text");
         let mut from = None;
         loop {
-            let (points, next) = self.scroll_page(from, BACKFILL_BATCH).await?;
+            let (points, next) = self
+                .scroll_page(from, BACKFILL_BATCH, Some(without_bm25()))
+                .await?;
             self.upsert_points(points).await?;
             match next {
                 Some(id) => from = Some(id),
@@ -333,12 +355,16 @@ impl QdrantIndex {
         &self,
         from: Option<Uuid>,
         limit: usize,
+        filter: Option<Filter>,
     ) -> Result<(Vec<ChunkPoint>, Option<Uuid>), IndexError> {
         let response = retry(|| {
             let mut request = ScrollPointsBuilder::new(&self.collection)
                 .limit(limit as u32)
                 .with_payload(true)
                 .with_vectors(true);
+            if let Some(filter) = &filter {
+                request = request.filter(filter.clone());
+            }
             if let Some(id) = from {
                 request = request.offset(id.to_string());
             }
@@ -483,7 +509,7 @@ impl VectorIndex for QdrantIndex {
         limit: usize,
     ) -> Result<(Vec<ChunkPoint>, Option<Uuid>), IndexError> {
         self.connect().await?;
-        self.scroll_page(from, limit).await
+        self.scroll_page(from, limit, None).await
     }
 
     async fn upsert(&self, points: Vec<ChunkPoint>) -> Result<(), IndexError> {

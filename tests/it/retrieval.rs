@@ -9,8 +9,10 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use qdrant_edge::{
-    Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, PointId,
-    PointInsertOperations, PointOperations, PointStruct, UpdateOperation, Vectors,
+    Condition, CountRequestBuilder, CreateVectorName, Distance, EdgeConfigBuilder, EdgeShard,
+    EdgeVectorParamsBuilder, Filter, HasVectorCondition, Modifier, PointId, PointInsertOperations,
+    PointOperations, PointStruct, SparseVectorConfig, UpdateOperation, VectorNameConfig,
+    VectorNameOperations, Vectors,
 };
 use ragchat::config::RetrievalMode;
 use ragchat::retrieval::{ChunkPayload, EdgeIndex, QdrantIndex, QdrantSettings, VectorIndex};
@@ -222,6 +224,64 @@ async fn an_index_made_before_hybrid_retrieval_is_upgraded_in_place() {
         top_source(&again, "E-4471", RetrievalMode::Hybrid).await,
         "a.md"
     );
+}
+
+#[tokio::test]
+async fn an_upgrade_interrupted_after_declaring_bm25_is_finished_on_the_next_open() {
+    let data = tempfile::tempdir().expect("data");
+    let docs = [
+        (
+            "a.md",
+            "Error E-4471 means the battery cells are out of balance.",
+        ),
+        (
+            "b.md",
+            "Error E-4417 means the humidity probe reads out of range.",
+        ),
+        ("c.md", "The and of it."),
+    ];
+    dense_only_index(data.path(), &docs).await;
+    {
+        // The process died right after declaring the BM25 vector, before filling it in.
+        let shard = EdgeShard::load(data.path(), None).expect("loads");
+        shard
+            .update(UpdateOperation::VectorNameOperation(
+                VectorNameOperations::CreateVectorName(CreateVectorName {
+                    vector_name: "bm25".into(),
+                    config: VectorNameConfig::sparse(SparseVectorConfig {
+                        modifier: Some(Modifier::Idf),
+                        datatype: None,
+                    }),
+                }),
+            ))
+            .expect("declare");
+        shard.flush().expect("flush");
+    }
+    let index = EdgeIndex::open(data.path(), embedder().dim()).expect("opens");
+    assert_eq!(index.count().await.expect("count"), 3);
+    assert_eq!(
+        top_source(&index, "E-4417", RetrievalMode::Hybrid).await,
+        "b.md"
+    );
+    assert_eq!(
+        top_source(&index, "E-4471", RetrievalMode::Hybrid).await,
+        "a.md"
+    );
+    drop(index);
+    // Every point has its BM25 vector now, even one whose text is all stop words, so the next
+    // open has nothing to do.
+    let shard = EdgeShard::load(data.path(), None).expect("loads");
+    let missing = shard
+        .count(
+            CountRequestBuilder::new()
+                .filter(Filter::new_must_not(Condition::HasVector(
+                    HasVectorCondition::from("bm25".to_owned()),
+                )))
+                .exact(true)
+                .build(),
+        )
+        .expect("count");
+    assert_eq!(missing, 0);
 }
 
 #[tokio::test]
