@@ -17,9 +17,9 @@ use qdrant_client::qdrant::vector_output::Vector as VectorOut;
 use qdrant_client::qdrant::vectors_config::Config as VectorsConfigKind;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
-    CreateVectorNameRequestBuilder, DeletePointsBuilder, Distance, FieldType, Filter, Modifier,
-    NamedVectors, PointId, PointStruct, PrefetchQueryBuilder, Query as QdrantQuery,
-    QueryPointsBuilder, Rrf, ScrollPointsBuilder, SparseVectorCreationConfigBuilder,
+    CreateVectorNameRequestBuilder, DeletePointsBuilder, Distance, FieldType, Filter, Fusion,
+    Modifier, NamedVectors, PointId, PointStruct, PrefetchQueryBuilder, Query as QdrantQuery,
+    QueryPointsBuilder, ScrollPointsBuilder, SparseVectorCreationConfigBuilder,
     SparseVectorParamsBuilder, SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector,
     VectorInput, VectorParamsBuilder, VectorsConfigBuilder,
 };
@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use super::bm25::{Bm25, SPARSE};
 use super::edge::DENSE;
-use super::{ChunkPayload, ChunkPoint, Hit, IndexError, Query, RRF_K, VectorIndex, prefetch_limit};
+use super::{ChunkPayload, ChunkPoint, Hit, IndexError, Query, VectorIndex, prefetch_limit};
 use crate::config::RetrievalMode;
 
 /// Attempts per call for transient failures (unavailable, deadline exceeded, throttled).
@@ -438,10 +438,9 @@ impl VectorIndex for QdrantIndex {
                             .using(SPARSE)
                             .limit(limit),
                     )
-                    .query(QdrantQuery::new_rrf(Rrf {
-                        k: Some(RRF_K as u32),
-                        weights: Vec::new(),
-                    }))
+                    // Plain RRF (servers ≥ 1.10) uses k = 60, our RRF_K; the parameterised form
+                    // needs a newer server.
+                    .query(QdrantQuery::new_fusion(Fusion::Rrf))
             }
         };
         let request = request.limit(k as u64).with_payload(true);
