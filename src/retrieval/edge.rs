@@ -33,14 +33,6 @@ pub struct EdgeIndex {
     dir: PathBuf,
 }
 
-/// Threads of the engine's search pool: one per core. Its default, four per core, is meant for
-/// searches waiting on disk; ours are in memory, and each search already runs on a blocking-pool
-/// thread of its own, so the extra threads only spin and switch (18 % of the CPU at 1,000
-/// streams, docs/benchmarks.md).
-fn search_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, usize::from)
-}
-
 /// Points per batch when adding BM25 vectors to an older index.
 const BACKFILL_BATCH: usize = 256;
 
@@ -54,10 +46,7 @@ impl EdgeIndex {
     pub fn open(dir: &Path, dim: usize) -> Result<Self, IndexError> {
         let existing = dir.join("edge_config.json").is_file();
         let shard = if existing {
-            let tuning = EdgeConfigBuilder::new()
-                .max_search_threads(search_threads())
-                .build();
-            EdgeShard::load(dir, Some(tuning)).map_err(|e| {
+            EdgeShard::load(dir, None).map_err(|e| {
                 IndexError::Open(format!("cannot open the index at {}: {e}", dir.display()))
             })?
         } else {
@@ -72,7 +61,6 @@ impl EdgeIndex {
                         .modifier(Modifier::Idf)
                         .build(),
                 )
-                .max_search_threads(search_threads())
                 .build();
             let shard = EdgeShard::new(dir, config).map_err(|e| {
                 IndexError::Open(format!("cannot create the index at {}: {e}", dir.display()))
