@@ -75,6 +75,13 @@ pub fn prefetch_limit(k: usize) -> usize {
     (k * 5).clamp(20, 200)
 }
 
+/// Orders hits best first, equal scores by id: fused RRF scores tie often (first in one ranking
+/// and third in the other scores like the reverse), and the engines break ties by their internal
+/// order, which changes from run to run.
+pub fn rank(hits: &mut [Hit]) {
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+}
+
 /// One search result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
@@ -103,7 +110,7 @@ pub trait VectorIndex: Send + Sync {
     /// A short description for `/health`.
     fn describe(&self) -> String;
 
-    /// The `k` best chunks for `query`, best first.
+    /// The `k` best chunks for `query`, best first (ties by id, see [`rank`]).
     async fn search(&self, query: Query, k: usize) -> Result<Vec<Hit>, IndexError>;
 
     /// The `doc_hash` stored for `source`, if the source is indexed.

@@ -19,7 +19,9 @@ use qdrant_edge::{
 };
 
 use super::bm25::{Bm25, SPARSE};
-use super::{ChunkPayload, ChunkPoint, Hit, IndexError, Query, RRF_K, VectorIndex, prefetch_limit};
+use super::{
+    ChunkPayload, ChunkPoint, Hit, IndexError, Query, RRF_K, VectorIndex, prefetch_limit, rank,
+};
 use crate::config::RetrievalMode;
 
 /// Name of the dense vector in every point.
@@ -301,7 +303,7 @@ impl VectorIndex for EdgeIndex {
             let request = request
                 .with_payload(WithPayloadInterface::Bool(true))
                 .build();
-            shard
+            let mut hits = shard
                 .query(request)
                 .map_err(engine)?
                 .into_iter()
@@ -312,7 +314,9 @@ impl VectorIndex for EdgeIndex {
                         payload: payload_of(p.payload)?,
                     })
                 })
-                .collect()
+                .collect::<Result<Vec<_>, IndexError>>()?;
+            rank(&mut hits);
+            Ok(hits)
         })
         .await
     }

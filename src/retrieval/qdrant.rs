@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use super::bm25::{Bm25, SPARSE};
 use super::edge::DENSE;
-use super::{ChunkPayload, ChunkPoint, Hit, IndexError, Query, VectorIndex, prefetch_limit};
+use super::{ChunkPayload, ChunkPoint, Hit, IndexError, Query, VectorIndex, prefetch_limit, rank};
 use crate::config::RetrievalMode;
 
 /// Attempts per call for transient failures (unavailable, deadline exceeded, throttled).
@@ -445,7 +445,7 @@ impl VectorIndex for QdrantIndex {
         };
         let request = request.limit(k as u64).with_payload(true);
         let response = retry(|| self.client.query(request.clone())).await?;
-        response
+        let mut hits = response
             .result
             .into_iter()
             .map(|p| {
@@ -455,7 +455,9 @@ impl VectorIndex for QdrantIndex {
                     payload: payload_of(p.payload)?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, IndexError>>()?;
+        rank(&mut hits);
+        Ok(hits)
     }
 
     async fn source_hash(&self, source: &str) -> Result<Option<String>, IndexError> {
