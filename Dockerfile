@@ -29,7 +29,7 @@ RUN cargo chef prepare --recipe-path recipe.json
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
 # Only the service's dependencies: the workspace's load-test tools (loadtest/) are not shipped.
-RUN cargo chef cook --release --locked --package ragchat --recipe-path recipe.json
+RUN cargo chef cook --release --locked -p ragchat --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked --package ragchat --bin ragchat \
  && mkdir -p /out/data /out/models \

@@ -62,37 +62,44 @@ fn qdrant_url() -> Option<String> {
 
 /// A fresh, empty index of every backend this run can reach.
 pub fn backends() -> Vec<Backend> {
-    let dim = embedder().dim();
+    let mut all = vec![edge_backend()];
+    all.extend(qdrant_backend());
+    all
+}
+
+fn edge_backend() -> Backend {
     let dir = tempfile::tempdir().expect("data");
-    let edge = EdgeIndex::open(dir.path(), dim).expect("index");
-    let mut all = vec![Backend {
+    let edge = EdgeIndex::open(dir.path(), embedder().dim()).expect("index");
+    Backend {
         name: "edge",
         index: Arc::new(edge),
         _dir: Some(dir),
         collection: None,
-    }];
-    if let Some(url) = qdrant_url() {
-        let collection = format!("ragchat_test_{}", uuid::Uuid::new_v4().simple());
-        let index = QdrantIndex::new(
-            &QdrantSettings {
-                url: url.clone(),
-                api_key: std::env::var("RAGCHAT_TEST_QDRANT_API_KEY")
-                    .ok()
-                    .map(Into::into),
-                collection: collection.clone(),
-                timeout: Duration::from_secs(10),
-            },
-            dim,
-        )
-        .expect("client");
-        all.push(Backend {
-            name: "qdrant",
-            index: Arc::new(index),
-            _dir: None,
-            collection: Some((url, collection)),
-        });
     }
-    all
+}
+
+/// A fresh collection on the test Qdrant server, if one is configured.
+pub fn qdrant_backend() -> Option<Backend> {
+    let url = qdrant_url()?;
+    let collection = format!("ragchat_test_{}", uuid::Uuid::new_v4().simple());
+    let index = QdrantIndex::new(
+        &QdrantSettings {
+            url: url.clone(),
+            api_key: std::env::var("RAGCHAT_TEST_QDRANT_API_KEY")
+                .ok()
+                .map(Into::into),
+            collection: collection.clone(),
+            timeout: Duration::from_secs(10),
+        },
+        embedder().dim(),
+    )
+    .expect("client");
+    Some(Backend {
+        name: "qdrant",
+        index: Arc::new(index),
+        _dir: None,
+        collection: Some((url, collection)),
+    })
 }
 
 fn rare_terms() -> std::path::PathBuf {

@@ -111,6 +111,8 @@ pub struct TestApp {
     pub state: AppState,
     /// Holds the data dir alive for the app's lifetime (none when the test owns it).
     _dir: Option<tempfile::TempDir>,
+    /// The server collection the app uses (`RAGCHAT_TEST_INDEX=qdrant`), dropped with it.
+    _index: Option<crate::retrieval::Backend>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -152,7 +154,28 @@ pub async fn spawn_app(llm_url: &str, extra: &[&str]) -> TestApp {
 pub async fn spawn_app_at(dir: &Path, llm_url: &str, extra: &[&str]) -> TestApp {
     let config = config(dir, llm_url, extra);
     let embedder = embedder();
+    // `RAGCHAT_TEST_INDEX=qdrant` (with RAGCHAT_TEST_QDRANT_URL) runs every app test on a fresh
+    // collection of the Qdrant server instead of the embedded index.
+    let on_server = std::env::var("RAGCHAT_TEST_INDEX").is_ok_and(|v| v == "qdrant")
+        && config.index.kind == ragchat::config::IndexKind::Edge;
+    let mut guard = None;
     let index: Arc<dyn ragchat::retrieval::VectorIndex> = match config.index.kind {
+        ragchat::config::IndexKind::Edge if on_server => {
+            let backend = crate::retrieval::qdrant_backend()
+                .expect("RAGCHAT_TEST_INDEX=qdrant needs RAGCHAT_TEST_QDRANT_URL");
+            ragchat::ingest::run(
+                &[corpus_dir()],
+                embedder.as_ref(),
+                backend.index.as_ref(),
+                200,
+                30,
+            )
+            .await
+            .expect("corpus ingests");
+            let index = Arc::clone(&backend.index);
+            guard = Some(backend);
+            index
+        }
         ragchat::config::IndexKind::Edge => {
             let index = EdgeIndex::open(&config.index_dir(), embedder.dim()).expect("index");
             ragchat::ingest::run(&[corpus_dir()], embedder.as_ref(), &index, 200, 30)
@@ -187,6 +210,7 @@ pub async fn spawn_app_at(dir: &Path, llm_url: &str, extra: &[&str]) -> TestApp 
         addr,
         state,
         _dir: None,
+        _index: guard,
         stop: Some(stop),
         server: Some(server),
     }
