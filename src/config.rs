@@ -649,6 +649,19 @@ impl Config {
                         "is not an http(s) URL; e.g. http://127.0.0.1:6334 (the gRPC port)",
                     ));
                 }
+                // Connection errors quote the URL: a credential in it would reach logs and
+                // /health. Keys go in RAGCHAT_QDRANT_API_KEY.
+                Some(url)
+                    if reqwest::Url::parse(url).is_ok_and(|u| {
+                        !u.username().is_empty() || u.password().is_some() || u.query().is_some()
+                    }) =>
+                {
+                    return Err(invalid(
+                        "RAGCHAT_QDRANT_URL",
+                        "must not carry a user, password or query; put the key in \
+                         RAGCHAT_QDRANT_API_KEY",
+                    ));
+                }
                 Some(_) => {}
             }
             let name = &self.index.qdrant_collection;
@@ -850,6 +863,15 @@ mod tests {
             (&["--index", "qdrant"], "RAGCHAT_QDRANT_URL"),
             (
                 &["--index", "qdrant", "--qdrant-url", "localhost:6334"],
+                "RAGCHAT_QDRANT_URL",
+            ),
+            (
+                &[
+                    "--index",
+                    "qdrant",
+                    "--qdrant-url",
+                    "https://x.cloud.qdrant.io:6334/?api-key=secret",
+                ],
                 "RAGCHAT_QDRANT_URL",
             ),
             (

@@ -135,7 +135,8 @@ pub struct Source {
     pub title: String,
     /// The chunk's text.
     pub text: String,
-    /// Similarity to the question (cosine, higher is closer).
+    /// Relevance to the question, higher is better: cosine similarity with dense retrieval, the
+    /// Reciprocal Rank Fusion score (k = 60, at most 2/60) with hybrid retrieval.
     pub score: f32,
 }
 

@@ -17,11 +17,11 @@ use qdrant_client::qdrant::vector_output::Vector as VectorOut;
 use qdrant_client::qdrant::vectors_config::Config as VectorsConfigKind;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
-    CreateVectorNameRequestBuilder, DeletePointsBuilder, Distance, FieldType, Filter, Fusion,
-    Modifier, NamedVectors, PointId, PointStruct, PrefetchQueryBuilder, Query as QdrantQuery,
-    QueryPointsBuilder, ScrollPointsBuilder, SparseVectorCreationConfigBuilder,
-    SparseVectorParamsBuilder, SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector,
-    VectorInput, VectorParamsBuilder, VectorsConfigBuilder,
+    CreateVectorNameRequestBuilder, DeletePointsBuilder, Distance, FieldType, Filter, Modifier,
+    NamedVectors, PointId, PointStruct, PointVectors, PrefetchQueryBuilder, Query as QdrantQuery,
+    QueryPointsBuilder, Rrf, ScrollPointsBuilder, SparseVectorCreationConfigBuilder,
+    SparseVectorParamsBuilder, SparseVectorsConfigBuilder, UpdatePointVectorsBuilder,
+    UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder, VectorsConfigBuilder,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use secrecy::{ExposeSecret, SecretString};
@@ -30,7 +30,9 @@ use uuid::Uuid;
 
 use super::bm25::{Bm25, SPARSE};
 use super::edge::DENSE;
-use super::{ChunkPayload, ChunkPoint, Hit, IndexError, Query, VectorIndex, prefetch_limit, rank};
+use super::{
+    ChunkPayload, ChunkPoint, Hit, IndexError, Query, RRF_K, VectorIndex, prefetch_limit, rank,
+};
 use crate::config::RetrievalMode;
 
 /// Attempts per call for transient failures (unavailable, deadline exceeded, throttled).
@@ -61,6 +63,8 @@ pub struct QdrantIndex {
     dim: usize,
     bm25: Arc<Bm25>,
     checked: OnceCell<()>,
+    /// Bound on one call with its retries: twice the configured timeout.
+    deadline: Duration,
 }
 
 fn transient(e: &QdrantError) -> bool {
@@ -89,31 +93,43 @@ fn failed(e: QdrantError) -> IndexError {
 }
 
 /// Runs `call` up to [`ATTEMPTS`] times while it fails transiently (100 ms, then 400 ms apart;
-/// or what the server asks for when it throttles, up to 2 s).
-async fn retry<T, F, Fut>(mut call: F) -> Result<T, IndexError>
+/// or what the server asks for when it throttles, up to 2 s), all within `deadline`: the client
+/// itself retries a timed-out call once on a fresh connection, so one attempt alone is not
+/// bounded by the configured timeout.
+async fn retry<T, F, Fut>(deadline: Duration, mut call: F) -> Result<T, IndexError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, QdrantError>>,
 {
-    let mut attempt = 1;
-    loop {
-        match call().await {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt < ATTEMPTS && transient(&e) => {
-                let wait = match &e {
-                    QdrantError::ResourceExhaustedError {
-                        retry_after_seconds,
-                        ..
-                    } => Duration::from_secs((*retry_after_seconds).min(2)),
-                    _ => Duration::from_millis(100 * 4u64.pow(attempt - 1)),
-                };
-                tracing::debug!(error = %e, attempt, "qdrant call failed; retrying");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
+    let attempts = async {
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < ATTEMPTS && transient(&e) => {
+                    let wait = match &e {
+                        QdrantError::ResourceExhaustedError {
+                            retry_after_seconds,
+                            ..
+                        } => Duration::from_secs((*retry_after_seconds).min(2)),
+                        _ => Duration::from_millis(100 * 4u64.pow(attempt - 1)),
+                    };
+                    tracing::debug!(error = %e, attempt, "qdrant call failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(failed(e)),
             }
-            Err(e) => return Err(failed(e)),
         }
-    }
+    };
+    tokio::time::timeout(deadline, attempts)
+        .await
+        .unwrap_or_else(|_| {
+            Err(IndexError::Engine(format!(
+                "qdrant: no answer within {} ms",
+                deadline.as_millis()
+            )))
+        })
 }
 
 fn endpoint_of(url: &str) -> String {
@@ -170,6 +186,7 @@ impl QdrantIndex {
             dim,
             bm25: Arc::new(Bm25::new()?),
             checked: OnceCell::new(),
+            deadline: settings.timeout * 2,
         })
     }
 
@@ -184,11 +201,28 @@ impl QdrantIndex {
 
     async fn ensure_collection(&self) -> Result<(), IndexError> {
         let name = self.collection.clone();
-        let exists = retry(|| self.client.collection_exists(name.clone())).await?;
+        let exists = retry(self.deadline, || {
+            self.client.collection_exists(name.clone())
+        })
+        .await?;
         if !exists {
             self.create_collection().await?;
         }
-        if !self.verify().await? {
+        let has_bm25 = self.verify().await?;
+        // Every time, not only after creating: idempotent, and a start that died between the two
+        // must not leave `source` filters scanning every point.
+        retry(self.deadline, || {
+            self.client.create_field_index(
+                CreateFieldIndexCollectionBuilder::new(
+                    &self.collection,
+                    "source",
+                    FieldType::Keyword,
+                )
+                .wait(true),
+            )
+        })
+        .await?;
+        if !has_bm25 {
             self.declare_bm25().await?;
         }
         // Also finishes an upgrade that was interrupted part-way.
@@ -222,24 +256,13 @@ impl QdrantIndex {
                 if status.code() == tonic::Code::AlreadyExists => {}
             Err(e) => return Err(failed(e)),
         }
-        retry(|| {
-            self.client.create_field_index(
-                CreateFieldIndexCollectionBuilder::new(
-                    &self.collection,
-                    "source",
-                    FieldType::Keyword,
-                )
-                .wait(true),
-            )
-        })
-        .await?;
         Ok(())
     }
 
     /// Checks the dense vector's name, size and distance; returns whether the BM25 vector exists.
     async fn verify(&self) -> Result<bool, IndexError> {
         let name = self.collection.clone();
-        let info = retry(|| self.client.collection_info(name.clone())).await?;
+        let info = retry(self.deadline, || self.client.collection_info(name.clone())).await?;
         let params = info
             .result
             .and_then(|i| i.config)
@@ -276,8 +299,9 @@ impl QdrantIndex {
     /// Declares the BM25 vector in a collection made before hybrid retrieval.
     async fn declare_bm25(&self) -> Result<(), IndexError> {
         tracing::info!(collection = %self.collection, "declaring BM25 vectors in a collection made before hybrid retrieval");
-        retry(|| {
-            self.client.create_vector_name(
+        let declared = self
+            .client
+            .create_vector_name(
                 CreateVectorNameRequestBuilder::new(
                     &self.collection,
                     SPARSE,
@@ -285,15 +309,28 @@ impl QdrantIndex {
                 )
                 .wait(true),
             )
-        })
-        .await
-        .map(drop)
+            .await;
+        match declared {
+            Ok(_) => Ok(()),
+            Err(QdrantError::ResponseError { status })
+                if status.code() == tonic::Code::Unimplemented =>
+            {
+                Err(IndexError::Open(format!(
+                    "the Qdrant collection {:?} at {} was made before hybrid retrieval, and this \
+                     server cannot add its BM25 vector (that needs Qdrant 1.18 or newer): upgrade \
+                     the server, or point RAGCHAT_QDRANT_COLLECTION at a new collection and \
+                     re-ingest (or `ragchat index import` an export)",
+                    self.collection, self.endpoint
+                )))
+            }
+            Err(e) => Err(failed(e)),
+        }
     }
 
     /// Gives every point without a BM25 vector one, from the chunk text it stores.
     async fn backfill_bm25(&self) -> Result<(), IndexError> {
         let without_bm25 = || Filter::must_not([Condition::has_vector(SPARSE)]);
-        let missing = retry(|| {
+        let missing = retry(self.deadline, || {
             self.client.count(
                 CountPointsBuilder::new(&self.collection)
                     .filter(without_bm25())
@@ -307,12 +344,39 @@ impl QdrantIndex {
             return Ok(());
         }
         tracing::info!(collection = %self.collection, chunks = missing, "adding BM25 vectors from the stored chunk text");
+        // Only the BM25 vector is written, so a chunk that a concurrent ingest replaced or
+        // deleted meanwhile is never brought back; updating a point deleted since the page was
+        // read fails the call, and the next connect resumes with what is still missing.
         let mut from = None;
         loop {
             let (points, next) = self
                 .scroll_page(from, BACKFILL_BATCH, Some(without_bm25()))
                 .await?;
-            self.upsert_points(points).await?;
+            if !points.is_empty() {
+                let vectors: Vec<PointVectors> = points
+                    .iter()
+                    .map(|p| {
+                        let sparse = self.bm25.document(&p.payload.text);
+                        let pairs: Vec<(u32, f32)> =
+                            sparse.indices.into_iter().zip(sparse.values).collect();
+                        PointVectors {
+                            id: Some(p.id.to_string().into()),
+                            vectors: Some(
+                                NamedVectors::default()
+                                    .add_vector(SPARSE, Vector::from(pairs))
+                                    .into(),
+                            ),
+                        }
+                    })
+                    .collect();
+                retry(self.deadline, || {
+                    self.client.update_vectors(
+                        UpdatePointVectorsBuilder::new(&self.collection, vectors.clone())
+                            .wait(true),
+                    )
+                })
+                .await?;
+            }
             match next {
                 Some(id) => from = Some(id),
                 None => return Ok(()),
@@ -342,7 +406,7 @@ impl QdrantIndex {
             .into_iter()
             .map(|p| self.point(p))
             .collect::<Result<Vec<_>, _>>()?;
-        retry(|| {
+        retry(self.deadline, || {
             self.client.upsert_points(
                 UpsertPointsBuilder::new(&self.collection, points.clone()).wait(true),
             )
@@ -357,7 +421,7 @@ impl QdrantIndex {
         limit: usize,
         filter: Option<Filter>,
     ) -> Result<(Vec<ChunkPoint>, Option<Uuid>), IndexError> {
-        let response = retry(|| {
+        let response = retry(self.deadline, || {
             let mut request = ScrollPointsBuilder::new(&self.collection)
                 .limit(limit as u32)
                 .with_payload(true)
@@ -438,13 +502,16 @@ impl VectorIndex for QdrantIndex {
                             .using(SPARSE)
                             .limit(limit),
                     )
-                    // Plain RRF (servers ≥ 1.10) uses k = 60, our RRF_K; the parameterised form
-                    // needs a newer server.
-                    .query(QdrantQuery::new_fusion(Fusion::Rrf))
+                    // The same k as the embedded index (the server's own default is 2);
+                    // parameterised RRF needs Qdrant ≥ 1.16.
+                    .query(QdrantQuery::new_rrf(Rrf {
+                        k: Some(RRF_K as u32),
+                        weights: Vec::new(),
+                    }))
             }
         };
         let request = request.limit(k as u64).with_payload(true);
-        let response = retry(|| self.client.query(request.clone())).await?;
+        let response = retry(self.deadline, || self.client.query(request.clone())).await?;
         let mut hits = response
             .result
             .into_iter()
@@ -462,7 +529,7 @@ impl VectorIndex for QdrantIndex {
 
     async fn source_hash(&self, source: &str) -> Result<Option<String>, IndexError> {
         self.connect().await?;
-        let response = retry(|| {
+        let response = retry(self.deadline, || {
             self.client.scroll(
                 ScrollPointsBuilder::new(&self.collection)
                     .filter(source_filter(source))
@@ -483,7 +550,7 @@ impl VectorIndex for QdrantIndex {
         points: Vec<ChunkPoint>,
     ) -> Result<(), IndexError> {
         self.connect().await?;
-        retry(|| {
+        retry(self.deadline, || {
             self.client.delete_points(
                 DeletePointsBuilder::new(&self.collection)
                     .points(source_filter(source))
@@ -496,7 +563,7 @@ impl VectorIndex for QdrantIndex {
 
     async fn count(&self) -> Result<usize, IndexError> {
         self.connect().await?;
-        let response = retry(|| {
+        let response = retry(self.deadline, || {
             self.client
                 .count(CountPointsBuilder::new(&self.collection).exact(true))
         })
@@ -527,7 +594,11 @@ impl VectorIndex for QdrantIndex {
         self.connect().await?;
         // The collection may have been deleted since: readiness must say so.
         let name = self.collection.clone();
-        if retry(|| self.client.collection_exists(name.clone())).await? {
+        if retry(self.deadline, || {
+            self.client.collection_exists(name.clone())
+        })
+        .await?
+        {
             Ok(())
         } else {
             Err(IndexError::Engine(format!(

@@ -88,10 +88,11 @@ fn json(value: &impl Serialize) -> Result<String, TransferError> {
     serde_json::to_string(value).map_err(|e| TransferError::Io(e.into()))
 }
 
-/// Upserts every chunk of an export read from `input` into `index`, then builds its search
-/// structures; returns how many. The header is checked before anything is written; a bad line
-/// further on stops the import there (already written chunks stay: re-running is safe, writes
-/// are upserts by id).
+/// Upserts every chunk of an export read from `input` into `index`, which must be empty, then
+/// builds its search structures; returns how many. The header and the index are checked before
+/// anything is written; a bad line further on stops the import there, and a file shorter than
+/// its header says is an error after the import (already written chunks stay: writes are
+/// upserts by id).
 pub async fn import(input: impl BufRead, index: &dyn VectorIndex) -> Result<usize, TransferError> {
     let mut lines = input.lines().enumerate();
     let bad = |line: usize, message: String| TransferError::Format {
@@ -120,6 +121,19 @@ pub async fn import(input: impl BufRead, index: &dyn VectorIndex) -> Result<usiz
                  {}; import into an index made with the same embedder",
                 header.dim,
                 index.dim()
+            ),
+        ));
+    }
+    // Importing merges by id: chunks the export does not have would stay behind and could later
+    // pass for current documents. Only an empty index takes an import.
+    let present = index.count().await?;
+    if present > 0 {
+        return Err(bad(
+            n,
+            format!(
+                "{} already holds {present} chunks; import into an empty index (a new data \
+                 directory or Qdrant collection)",
+                index.describe()
             ),
         ));
     }
@@ -156,5 +170,15 @@ pub async fn import(input: impl BufRead, index: &dyn VectorIndex) -> Result<usiz
         index.upsert(batch).await?;
     }
     index.finish_ingest().await?;
+    if imported != header.chunks {
+        return Err(bad(
+            n,
+            format!(
+                "the header announces {} chunks but the file holds {imported}: the export is \
+                 incomplete (the {imported} read were imported)",
+                header.chunks
+            ),
+        ));
+    }
     Ok(imported)
 }

@@ -35,7 +35,9 @@ impl Drop for Backend {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build();
-                if let (Ok(rt), Ok(client)) = (rt, qdrant_client::Qdrant::from_url(&url).build()) {
+                let key = std::env::var("RAGCHAT_TEST_QDRANT_API_KEY").ok();
+                let client = qdrant_client::Qdrant::from_url(&url).api_key(key).build();
+                if let (Ok(rt), Ok(client)) = (rt, client) {
                     let _ = rt.block_on(client.delete_collection(collection));
                 }
             })
@@ -198,6 +200,8 @@ async fn dense_only_index(dir: &Path, docs: &[(&str, &str)]) {
             PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
         ))
         .expect("upsert");
+    // As ingest left it: optimised (immutable segments), flushed.
+    shard.optimize().expect("optimize");
     shard.flush().expect("flush");
 }
 
@@ -224,6 +228,11 @@ async fn an_index_made_before_hybrid_retrieval_is_upgraded_in_place() {
         "b.md"
     );
     drop(index);
+    assert_eq!(
+        missing_bm25(data.path()),
+        0,
+        "every point got its BM25 vector"
+    );
     // The upgrade is persisted: a second open finds the BM25 vectors and changes nothing.
     let again = EdgeIndex::open(data.path(), embedder().dim()).expect("reopens");
     assert_eq!(again.count().await.expect("count"), 3);
@@ -277,8 +286,13 @@ async fn an_upgrade_interrupted_after_declaring_bm25_is_finished_on_the_next_ope
     drop(index);
     // Every point has its BM25 vector now, even one whose text is all stop words, so the next
     // open has nothing to do.
-    let shard = EdgeShard::load(data.path(), None).expect("loads");
-    let missing = shard
+    assert_eq!(missing_bm25(data.path()), 0);
+}
+
+/// Points of the index in `dir` without a BM25 vector.
+fn missing_bm25(dir: &Path) -> usize {
+    let shard = EdgeShard::load(dir, None).expect("loads");
+    shard
         .count(
             CountRequestBuilder::new()
                 .filter(Filter::new_must_not(Condition::HasVector(
@@ -287,8 +301,7 @@ async fn an_upgrade_interrupted_after_declaring_bm25_is_finished_on_the_next_ope
                 .exact(true)
                 .build(),
         )
-        .expect("count");
-    assert_eq!(missing, 0);
+        .expect("count")
 }
 
 #[tokio::test]
@@ -341,10 +354,27 @@ async fn import_into(from: &dyn VectorIndex, file: &[u8], exported: usize, to: &
 }
 
 #[tokio::test]
-async fn a_file_that_is_not_an_export_is_refused_and_nothing_is_written() {
+async fn bad_imports_are_refused_with_the_reason() {
+    let e = embedder();
+    let from_dir = tempfile::tempdir().expect("data");
+    let from = EdgeIndex::open(from_dir.path(), e.dim()).expect("index");
+    ragchat::ingest::run(&[rare_terms()], e.as_ref(), &from, 200, 30)
+        .await
+        .expect("ingest");
+    let mut export = Vec::new();
+    let exported = ragchat::retrieval::transfer::export(&from, &mut export)
+        .await
+        .expect("export");
+    let header_and_two: Vec<u8> = export
+        .split_inclusive(|b| *b == b'\n')
+        .take(3)
+        .flatten()
+        .copied()
+        .collect();
     for backend in backends() {
         let index = backend.index.as_ref();
-        for (file, line) in [
+        // Not an export, empty, another embedder's vectors: refused before anything is written.
+        for (file, reason) in [
             (&b"{\"not\":\"a point\"}\n"[..], "line 1"),
             (&b""[..], "line 1"),
             (
@@ -355,9 +385,23 @@ async fn a_file_that_is_not_an_export_is_refused_and_nothing_is_written() {
             let err = ragchat::retrieval::transfer::import(file, index)
                 .await
                 .expect_err("refused");
-            assert!(err.to_string().contains(line), "{err}");
+            assert!(err.to_string().contains(reason), "{err}");
         }
         assert_eq!(index.count().await.expect("count"), 0, "{}", backend.name);
+        // A cut-off export is an error, not a quiet partial success.
+        let err = ragchat::retrieval::transfer::import(header_and_two.as_slice(), index)
+            .await
+            .expect_err("incomplete");
+        assert!(
+            err.to_string()
+                .contains(&format!("announces {exported} chunks")),
+            "{err}"
+        );
+        // An index that already holds chunks does not take an import (it would merge).
+        let err = ragchat::retrieval::transfer::import(export.as_slice(), index)
+            .await
+            .expect_err("not empty");
+        assert!(err.to_string().contains("already holds 2 chunks"), "{err}");
     }
 }
 
