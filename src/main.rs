@@ -182,14 +182,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ingest { paths } => {
             let config = cli.config.validate()?;
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                format!(
-                    "RAGCHAT_DATA_DIR: cannot create {}",
-                    config.data_dir.display()
-                )
-            })?;
-            let embedder = app::open_embedder(&config).await?;
-            let index = app::open_index(&config, embedder.dim()).await?;
+            let (embedder, index) = open_for_indexing(&config).await?;
             let summary = ragchat::ingest::run(
                 &paths,
                 embedder.as_ref(),
@@ -220,14 +213,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Index { action } => {
             let config = cli.config.validate()?;
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                format!(
-                    "RAGCHAT_DATA_DIR: cannot create {}",
-                    config.data_dir.display()
-                )
-            })?;
-            let embedder = app::open_embedder(&config).await?;
-            let index = app::open_index(&config, embedder.dim()).await?;
+            // The embedder fixes the vector size the index is opened (or created) with.
+            let (_, index) = open_for_indexing(&config).await?;
             use ragchat::retrieval::transfer;
             let stdio = |p: &PathBuf| p.as_os_str() == "-";
             match action {
@@ -344,6 +331,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// The embedder and index of the command-line tools that write to the index (`ingest`,
+/// `index`), creating the data directory first.
+async fn open_for_indexing(
+    config: &Config,
+) -> anyhow::Result<(
+    std::sync::Arc<dyn ragchat::embed::Embedder>,
+    std::sync::Arc<dyn ragchat::retrieval::VectorIndex>,
+)> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "RAGCHAT_DATA_DIR: cannot create {}",
+            config.data_dir.display()
+        )
+    })?;
+    let embedder = app::open_embedder(config).await?;
+    let index = app::open_index(config, embedder.dim()).await?;
+    Ok((embedder, index))
 }
 
 /// Prints a turn: the answer as it streams, then the numbered sources.

@@ -162,34 +162,12 @@ fn backfill_bm25(shard: &EdgeShard, bm25: &Bm25, dir: &Path) -> Result<(), Index
     }
     let started = std::time::Instant::now();
     tracing::info!(index = %dir.display(), chunks = missing, "adding BM25 vectors from the stored chunk text");
-    let mut offset = None;
+    let mut from = None;
     loop {
-        let mut request = ScrollRequestBuilder::new()
-            .filter(without_bm25())
-            .limit(BACKFILL_BATCH)
-            .with_payload(WithPayloadInterface::Bool(true))
-            .with_vector(WithVector::Bool(true));
-        if let Some(id) = offset {
-            request = request.offset(id);
-        }
-        let (records, next) = shard.scroll(request.build()).map_err(engine)?;
-        let points = records
-            .into_iter()
-            .map(|record| {
-                let id = record.id;
-                let (dense, payload) = dense_and_payload(record)?;
-                point(id, dense, &payload, bm25)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if !points.is_empty() {
-            shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
-                ))
-                .map_err(engine)?;
-        }
+        let (points, next) = scroll_chunks(shard, Some(without_bm25()), from, BACKFILL_BATCH)?;
+        upsert_chunks(shard, points, bm25)?;
         match next {
-            Some(id) => offset = Some(id),
+            Some(id) => from = Some(id),
             None => break,
         }
     }
@@ -201,6 +179,60 @@ fn backfill_bm25(shard: &EdgeShard, bm25: &Bm25, dir: &Path) -> Result<(), Index
         "BM25 vectors added"
     );
     Ok(())
+}
+
+/// Up to `limit` chunks (with their dense vectors) matching `filter`, from `from` on in id
+/// order, and where the next page starts.
+fn scroll_chunks(
+    shard: &EdgeShard,
+    filter: Option<Filter>,
+    from: Option<uuid::Uuid>,
+    limit: usize,
+) -> Result<(Vec<ChunkPoint>, Option<uuid::Uuid>), IndexError> {
+    let mut request = ScrollRequestBuilder::new()
+        .limit(limit)
+        .with_payload(WithPayloadInterface::Bool(true))
+        .with_vector(WithVector::Bool(true));
+    if let Some(filter) = filter {
+        request = request.filter(filter);
+    }
+    if let Some(id) = from {
+        request = request.offset(PointId::Uuid(id));
+    }
+    let (records, next) = shard.scroll(request.build()).map_err(engine)?;
+    let points = records
+        .into_iter()
+        .map(|record| {
+            let id = uuid_of(record.id)?;
+            let (vector, payload) = dense_and_payload(record)?;
+            Ok(ChunkPoint {
+                id,
+                vector,
+                payload,
+            })
+        })
+        .collect::<Result<Vec<_>, IndexError>>()?;
+    Ok((points, next.map(uuid_of).transpose()?))
+}
+
+/// Inserts or replaces `points` by id, each with its BM25 vector made from its text.
+fn upsert_chunks(
+    shard: &EdgeShard,
+    points: Vec<ChunkPoint>,
+    bm25: &Bm25,
+) -> Result<(), IndexError> {
+    if points.is_empty() {
+        return Ok(());
+    }
+    let points = points
+        .into_iter()
+        .map(|p| point(PointId::Uuid(p.id), p.vector, &p.payload, bm25))
+        .collect::<Result<Vec<_>, IndexError>>()?;
+    shard
+        .update(UpdateOperation::PointOperation(
+            PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
+        ))
+        .map_err(engine)
 }
 
 /// The dense vector and the payload of a scrolled record.
@@ -354,18 +386,7 @@ impl VectorIndex for EdgeIndex {
                     PointOperations::DeletePointsByFilter(filter),
                 ))
                 .map_err(engine)?;
-            if points.is_empty() {
-                return Ok(());
-            }
-            let points = points
-                .into_iter()
-                .map(|p| point(PointId::Uuid(p.id), p.vector, &p.payload, &bm25))
-                .collect::<Result<Vec<_>, IndexError>>()?;
-            shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
-                ))
-                .map_err(engine)
+            upsert_chunks(shard, points, &bm25)
         })
         .await
     }
@@ -384,46 +405,14 @@ impl VectorIndex for EdgeIndex {
         from: Option<uuid::Uuid>,
         limit: usize,
     ) -> Result<(Vec<ChunkPoint>, Option<uuid::Uuid>), IndexError> {
-        self.blocking(move |shard| {
-            let mut request = ScrollRequestBuilder::new()
-                .limit(limit)
-                .with_payload(WithPayloadInterface::Bool(true))
-                .with_vector(WithVector::Bool(true));
-            if let Some(id) = from {
-                request = request.offset(PointId::Uuid(id));
-            }
-            let (records, next) = shard.scroll(request.build()).map_err(engine)?;
-            let points = records
-                .into_iter()
-                .map(|record| {
-                    let id = uuid_of(record.id)?;
-                    let (vector, payload) = dense_and_payload(record)?;
-                    Ok(ChunkPoint {
-                        id,
-                        vector,
-                        payload,
-                    })
-                })
-                .collect::<Result<Vec<_>, IndexError>>()?;
-            Ok((points, next.map(uuid_of).transpose()?))
-        })
-        .await
+        self.blocking(move |shard| scroll_chunks(shard, None, from, limit))
+            .await
     }
 
     async fn upsert(&self, points: Vec<ChunkPoint>) -> Result<(), IndexError> {
         let bm25 = Arc::clone(&self.bm25);
-        self.blocking(move |shard| {
-            let points = points
-                .into_iter()
-                .map(|p| point(PointId::Uuid(p.id), p.vector, &p.payload, &bm25))
-                .collect::<Result<Vec<_>, IndexError>>()?;
-            shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
-                ))
-                .map_err(engine)
-        })
-        .await
+        self.blocking(move |shard| upsert_chunks(shard, points, &bm25))
+            .await
     }
 
     async fn finish_ingest(&self) -> Result<(), IndexError> {

@@ -355,18 +355,13 @@ impl QdrantIndex {
             if !points.is_empty() {
                 let vectors: Vec<PointVectors> = points
                     .iter()
-                    .map(|p| {
-                        let sparse = self.bm25.document(&p.payload.text);
-                        let pairs: Vec<(u32, f32)> =
-                            sparse.indices.into_iter().zip(sparse.values).collect();
-                        PointVectors {
-                            id: Some(p.id.to_string().into()),
-                            vectors: Some(
-                                NamedVectors::default()
-                                    .add_vector(SPARSE, Vector::from(pairs))
-                                    .into(),
-                            ),
-                        }
+                    .map(|p| PointVectors {
+                        id: Some(p.id.to_string().into()),
+                        vectors: Some(
+                            NamedVectors::default()
+                                .add_vector(SPARSE, self.bm25_vector(&p.payload.text))
+                                .into(),
+                        ),
                     })
                     .collect();
                 retry(self.deadline, || {
@@ -384,12 +379,17 @@ impl QdrantIndex {
         }
     }
 
-    fn point(&self, p: ChunkPoint) -> Result<PointStruct, IndexError> {
-        let sparse = self.bm25.document(&p.payload.text);
+    /// A chunk text's BM25 vector in the client's form.
+    fn bm25_vector(&self, text: &str) -> Vector {
+        let sparse = self.bm25.document(text);
         let pairs: Vec<(u32, f32)> = sparse.indices.into_iter().zip(sparse.values).collect();
+        Vector::from(pairs)
+    }
+
+    fn point(&self, p: ChunkPoint) -> Result<PointStruct, IndexError> {
         let vectors = NamedVectors::default()
-            .add_vector(DENSE, Vector::from(p.vector))
-            .add_vector(SPARSE, Vector::from(pairs));
+            .add_vector(SPARSE, self.bm25_vector(&p.payload.text))
+            .add_vector(DENSE, Vector::from(p.vector));
         let payload = Payload::try_from(
             serde_json::to_value(&p.payload)
                 .map_err(|e| IndexError::Engine(format!("payload: {e}")))?,

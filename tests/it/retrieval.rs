@@ -108,6 +108,21 @@ fn rare_terms() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("eval/corpus/rare-terms")
 }
 
+/// Ingests the rare-terms corpus into `index`, as `ragchat ingest` would.
+async fn ingest_rare_terms(index: &dyn VectorIndex) -> ragchat::ingest::Summary {
+    ragchat::ingest::run(&[rare_terms()], embedder().as_ref(), index, 200, 30)
+        .await
+        .expect("ingest")
+}
+
+/// An embedded index holding the rare-terms corpus (and the directory that keeps it).
+async fn rare_terms_edge_index() -> (tempfile::TempDir, EdgeIndex) {
+    let dir = tempfile::tempdir().expect("data");
+    let index = EdgeIndex::open(dir.path(), embedder().dim()).expect("index");
+    ingest_rare_terms(&index).await;
+    (dir, index)
+}
+
 async fn top_source(index: &dyn VectorIndex, text: &str, mode: RetrievalMode) -> String {
     let hits = index
         .search(query(embedder().as_ref(), text, mode).await, 3)
@@ -129,10 +144,7 @@ async fn hybrid_finds_the_document_an_exact_code_names() {
 }
 
 async fn hybrid_finds_codes_on(index: &dyn VectorIndex) {
-    let e = embedder();
-    ragchat::ingest::run(&[rare_terms()], e.as_ref(), index, 200, 30)
-        .await
-        .expect("ingest");
+    ingest_rare_terms(index).await;
     // Near-identical error pages that differ only in their code: the embedding of a question
     // barely changes with the digits, the BM25 term "4471" does.
     for (question, want) in [
@@ -306,12 +318,7 @@ fn missing_bm25(dir: &Path) -> usize {
 
 #[tokio::test]
 async fn an_index_moves_to_another_index_whole() {
-    let e = embedder();
-    let from_dir = tempfile::tempdir().expect("data");
-    let from = EdgeIndex::open(from_dir.path(), e.dim()).expect("index");
-    ragchat::ingest::run(&[rare_terms()], e.as_ref(), &from, 200, 30)
-        .await
-        .expect("ingest");
+    let (_dir, from) = rare_terms_edge_index().await;
     let mut file = Vec::new();
     let exported = ragchat::retrieval::transfer::export(&from, &mut file)
         .await
@@ -323,7 +330,6 @@ async fn an_index_moves_to_another_index_whole() {
 }
 
 async fn import_into(from: &dyn VectorIndex, file: &[u8], exported: usize, to: &dyn VectorIndex) {
-    let e = embedder();
     let imported = ragchat::retrieval::transfer::import(file, to)
         .await
         .expect("import");
@@ -344,9 +350,7 @@ async fn import_into(from: &dyn VectorIndex, file: &[u8], exported: usize, to: &
             );
         }
     }
-    let again = ragchat::ingest::run(&[rare_terms()], e.as_ref(), to, 200, 30)
-        .await
-        .expect("ingest");
+    let again = ingest_rare_terms(to).await;
     assert_eq!(
         again.indexed, 0,
         "every document is already there, unchanged"
@@ -355,12 +359,7 @@ async fn import_into(from: &dyn VectorIndex, file: &[u8], exported: usize, to: &
 
 #[tokio::test]
 async fn bad_imports_are_refused_with_the_reason() {
-    let e = embedder();
-    let from_dir = tempfile::tempdir().expect("data");
-    let from = EdgeIndex::open(from_dir.path(), e.dim()).expect("index");
-    ragchat::ingest::run(&[rare_terms()], e.as_ref(), &from, 200, 30)
-        .await
-        .expect("ingest");
+    let (_dir, from) = rare_terms_edge_index().await;
     let mut export = Vec::new();
     let exported = ragchat::retrieval::transfer::export(&from, &mut export)
         .await
@@ -410,11 +409,7 @@ async fn bad_imports_are_refused_with_the_reason() {
 #[tokio::test]
 async fn retrieval_keeps_its_scores_on_the_labelled_rare_terms_set() {
     let e = embedder();
-    let data = tempfile::tempdir().expect("data");
-    let index = EdgeIndex::open(data.path(), e.dim()).expect("index");
-    ragchat::ingest::run(&[rare_terms()], e.as_ref(), &index, 200, 30)
-        .await
-        .expect("ingest");
+    let (_dir, index) = rare_terms_edge_index().await;
     let set = Path::new(env!("CARGO_MANIFEST_DIR")).join("eval/rare-terms.jsonl");
     let cases = ragchat::eval::load(&set).expect("set");
     let reports = ragchat::eval::run(
