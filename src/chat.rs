@@ -164,13 +164,17 @@ pub async fn run_turn(
     let mut first_token: Option<Instant> = None;
     let mut history = std::mem::take(&mut request.history);
     let mut history_turns = 0;
+    // One cancellation future for the whole turn, polled at every step: a fresh one per token
+    // would register and unregister a waiter each time.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
 
     let ending = 'turn: {
         // 1. Embed the question; meanwhile, load the conversation when the store keeps it.
         let t = Instant::now();
         let (vector, stored) = tokio::select! {
             biased;
-            _ = cancel.cancelled() => break 'turn Ending::Cancelled,
+            _ = &mut cancelled => break 'turn Ending::Cancelled,
             v = futures::future::join(
                 state.embedder.embed_query(&request.question),
                 stored_history(state, &request),
@@ -197,7 +201,7 @@ pub async fn run_turn(
         let t = Instant::now();
         let hits = tokio::select! {
             biased;
-            _ = cancel.cancelled() => break 'turn Ending::Cancelled,
+            _ = &mut cancelled => break 'turn Ending::Cancelled,
             h = state.index.search(
                 Query {
                     text: request.question.clone(),
@@ -238,7 +242,7 @@ pub async fn run_turn(
             };
             let sent = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => break 'turn Ending::Cancelled,
+                _ = &mut cancelled => break 'turn Ending::Cancelled,
                 sent = out.emit(TurnEvent::Sources(&frame)) => sent,
             };
             if sent.is_err() {
@@ -263,7 +267,7 @@ pub async fn run_turn(
         // 4. Stream the answer. Dropping `stream` drops the upstream request at once.
         let mut stream = tokio::select! {
             biased;
-            _ = cancel.cancelled() => break 'turn Ending::Cancelled,
+            _ = &mut cancelled => break 'turn Ending::Cancelled,
             s = state.llm.stream(messages) => match s {
                 Ok(s) => s,
                 Err(e) => {
@@ -276,7 +280,7 @@ pub async fn run_turn(
         loop {
             let event = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => break 'turn Ending::Cancelled,
+                _ = &mut cancelled => break 'turn Ending::Cancelled,
                 event = stream.next() => event,
             };
             match event {
@@ -291,7 +295,7 @@ pub async fn run_turn(
                         // A reader that stopped reading must not hold a cancel or shutdown back.
                         let sent = tokio::select! {
                             biased;
-                            _ = cancel.cancelled() => break 'turn Ending::Cancelled,
+                            _ = &mut cancelled => break 'turn Ending::Cancelled,
                             sent = out.emit(TurnEvent::Token(&text)) => sent,
                         };
                         if sent.is_err() {

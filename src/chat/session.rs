@@ -3,11 +3,12 @@
 //! transport so it can be driven without a network.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::{Duration, MissedTickBehavior, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -57,44 +58,55 @@ pub const CLOSE_RESTART: u16 = 1012;
 /// the session (or a shutdown) forever.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The socket's sending half, shared: the session sends replies, pings and each turn's final
+/// frame; the running turn writes its sources and tokens straight out, so a token wakes one task
+/// (the turn's) instead of hopping through the session.
+type SharedSink<O> = Arc<Mutex<O>>;
+
 /// Sends one frame; false when the client is gone or stalled.
-async fn send<O: Sink<Outgoing> + Unpin>(outgoing: &mut O, frame: Outgoing) -> bool {
-    matches!(
-        tokio::time::timeout(SEND_TIMEOUT, outgoing.send(frame)).await,
-        Ok(Ok(()))
-    )
+async fn send<O: Sink<Outgoing> + Unpin>(outgoing: &Mutex<O>, frame: Outgoing) -> bool {
+    let sent = tokio::time::timeout(SEND_TIMEOUT, async {
+        outgoing.lock().await.send(frame).await
+    });
+    matches!(sent.await, Ok(Ok(())))
 }
 
-/// Frames from a turn task to the session loop.
-enum TurnMessage {
-    Frame(String),
-    /// The turn's last frame; the session may take a new ask once it has forwarded it.
-    Final(String),
-}
-
-struct ChannelOutput {
+/// A turn's output: sources and tokens to the socket, the final frame through the session, which
+/// then takes the next ask.
+struct SocketOutput<O> {
     turn_id: String,
-    tx: mpsc::Sender<TurnMessage>,
+    sink: SharedSink<O>,
+    finals: mpsc::Sender<String>,
 }
 
 #[async_trait]
-impl TurnOutput for ChannelOutput {
+impl<O: Sink<Outgoing> + Unpin + Send> TurnOutput for SocketOutput<O> {
     async fn emit(&mut self, event: TurnEvent<'_>) -> Result<(), OutputGone> {
-        let message = match event {
-            TurnEvent::Sources(s) => TurnMessage::Frame(ServerFrame::Sources(s.clone()).to_json()),
-            TurnEvent::Token(text) => TurnMessage::Frame(token_json(&self.turn_id, text)),
-            TurnEvent::Final(frame) => TurnMessage::Final(frame.to_json()),
+        let json = match event {
+            TurnEvent::Sources(s) => ServerFrame::Sources(s.clone()).to_json(),
+            TurnEvent::Token(text) => token_json(&self.turn_id, text),
+            TurnEvent::Final(frame) => {
+                return self
+                    .finals
+                    .send(frame.to_json())
+                    .await
+                    .map_err(|_| OutputGone);
+            }
         };
-        self.tx.send(message).await.map_err(|_| OutputGone)
+        if send(&self.sink, Outgoing::Text(json)).await {
+            Ok(())
+        } else {
+            Err(OutputGone)
+        }
     }
 }
 
 /// A bug in a turn must not cost the client its answer frame or the audit trail its record.
-async fn turn_panicked(state: &AppState, summary: &TurnSummary, output: &ChannelOutput) {
+async fn turn_panicked<O>(state: &AppState, summary: &TurnSummary, output: &SocketOutput<O>) {
     tracing::error!("turn panicked");
     let error = ApiError::new(ErrorCode::Internal, "the turn failed unexpectedly");
     let json = error_json(Some(summary.turn_id.clone()), error.clone());
-    let _ = output.tx.send(TurnMessage::Final(json)).await;
+    let _ = output.finals.send(json).await;
     let record = super::failed_record(state.llm.model(), summary, &error);
     state.recorder.record(record).await;
 }
@@ -109,11 +121,12 @@ fn error_json(turn_id: Option<String>, error: ApiError) -> String {
 }
 
 /// Runs a session until the client leaves, it idles out, or shutdown completes.
-pub async fn run<I, O>(state: AppState, mut incoming: I, mut outgoing: O)
+pub async fn run<I, O>(state: AppState, mut incoming: I, outgoing: O)
 where
     I: Stream<Item = Incoming> + Unpin + Send,
-    O: Sink<Outgoing> + Unpin + Send,
+    O: Sink<Outgoing> + Unpin + Send + 'static,
 {
+    let outgoing: SharedSink<O> = Arc::new(Mutex::new(outgoing));
     let config = &state.config;
     let conversation_id = uuid::Uuid::new_v4().to_string();
     let ready = ServerFrame::Ready(Ready {
@@ -127,12 +140,13 @@ where
             test_mode: config.chat.test_mode,
         },
     });
-    if !send(&mut outgoing, Outgoing::Text(ready.to_json())).await {
+    if !send(&outgoing, Outgoing::Text(ready.to_json())).await {
         return;
     }
 
-    // Bounded: a slow reader holds back its own turn (and so the upstream), never memory.
-    let (turn_tx, mut turn_rx) = mpsc::channel::<TurnMessage>(64);
+    // Final frames of turns (one per turn). Tokens go straight to the socket: a slow reader holds
+    // back its own turn (and so the upstream), never memory.
+    let (turn_tx, mut turn_rx) = mpsc::channel::<String>(2);
     let mut turns = JoinSet::new();
     let mut running: Option<Running> = None;
     let mut last_heard = Instant::now();
@@ -196,9 +210,10 @@ where
                                         let span = tracing::info_span!("turn",
                                             turn_id = %request.turn_id,
                                             conversation_id = %request.conversation_id);
-                                        let mut output = ChannelOutput {
+                                        let mut output = SocketOutput {
                                             turn_id: request.turn_id.clone(),
-                                            tx: turn_tx.clone(),
+                                            sink: Arc::clone(&outgoing),
+                                            finals: turn_tx.clone(),
                                         };
                                         let state = state.clone();
                                         let summary = TurnSummary::from(&request);
@@ -218,20 +233,14 @@ where
                     },
                 };
                 if let Some(json) = reply
-                    && !send(&mut outgoing, Outgoing::Text(json)).await
+                    && !send(&outgoing, Outgoing::Text(json)).await
                 {
                     break None;
                 }
             }
-            Some(message) = turn_rx.recv() => {
-                let json = match message {
-                    TurnMessage::Frame(json) => json,
-                    TurnMessage::Final(json) => {
-                        running = None;
-                        json
-                    }
-                };
-                if !send(&mut outgoing, Outgoing::Text(json)).await {
+            Some(json) = turn_rx.recv() => {
+                running = None;
+                if !send(&outgoing, Outgoing::Text(json)).await {
                     break None;
                 }
                 if draining && running.is_none() {
@@ -242,7 +251,7 @@ where
                 if running.is_none() && last_heard.elapsed() >= config.idle_timeout() {
                     break Some((CLOSE_NORMAL, "idle timeout"));
                 }
-                if !send(&mut outgoing, Outgoing::Ping).await {
+                if !send(&outgoing, Outgoing::Ping).await {
                     break None;
                 }
             }
@@ -268,7 +277,7 @@ where
                         ErrorCode::Internal,
                         "the turn failed unexpectedly",
                     ));
-                    if !send(&mut outgoing, Outgoing::Text(json)).await {
+                    if !send(&outgoing, Outgoing::Text(json)).await {
                         break None;
                     }
                 }
@@ -287,10 +296,7 @@ where
         // Keep draining even once the client is gone: a turn's final frame must never block.
         while let Some(message) = turn_rx.recv().await {
             if client_ok {
-                let json = match message {
-                    TurnMessage::Frame(json) | TurnMessage::Final(json) => json,
-                };
-                client_ok = send(&mut outgoing, Outgoing::Text(json)).await;
+                client_ok = send(&outgoing, Outgoing::Text(message)).await;
             }
         }
     };
@@ -300,6 +306,6 @@ where
     if let Some((code, reason)) = close
         && client_ok
     {
-        send(&mut outgoing, Outgoing::Close(code, reason)).await;
+        send(&outgoing, Outgoing::Close(code, reason)).await;
     }
 }

@@ -1,24 +1,31 @@
-//! OpenAI-compatible chat completions over async-openai, with wire types lenient enough for every
-//! dialect seen in the field: usage on the finish chunk or in a `choices: []` chunk, extra
-//! `timings`, `content: null`, errors as OpenAI-shaped bodies or inside a 200 stream.
+//! OpenAI-compatible chat completions, with wire types lenient enough for every dialect seen in
+//! the field: usage on the finish chunk or in a `choices: []` chunk, extra `timings`,
+//! `content: null`, errors as OpenAI-shaped bodies or inside a 200 stream.
+//!
+//! async-openai builds each provider's URL, query and auth headers (OpenAI, Azure OpenAI); the
+//! request and its server-sent events are read here, in the caller's task. async-openai's own
+//! streaming spawns a reader task per answer that forwards every chunk over an unbounded channel:
+//! one more task wake-up per token, and no backpressure from a slow client to the upstream.
 
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::time::Duration;
 
-use async_openai::Client;
 use async_openai::config::{AzureConfig, Config, OpenAIConfig};
-use async_openai::error::OpenAIError;
-use async_openai::middleware::HttpRequestFactory;
 use async_trait::async_trait;
-use futures::StreamExt;
+use eventsource_stream::{Event, EventStreamError, Eventsource};
+use futures::{Stream, StreamExt};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
+use tokio::time::{Instant, Sleep};
 
 use super::{ChatEvent, ChatMessage, ChatModel, ChatStream, LlmError};
 use crate::config::{LlmConfig, LlmProvider};
 
 /// An OpenAI-compatible chat endpoint.
 pub struct OpenAiChat {
-    client: Client<Box<dyn Config>>,
+    /// The provider's URL, query and headers (async-openai knows each dialect).
+    api: Box<dyn Config>,
     http: reqwest::Client,
     model: String,
     temperature: f32,
@@ -26,19 +33,11 @@ pub struct OpenAiChat {
     stall: Duration,
 }
 
-/// A 429, caught below async-openai so its retry hint survives (async-openai drops headers).
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-struct RateLimited {
-    message: String,
-    retry_after_ms: Option<u64>,
-}
-
 impl OpenAiChat {
     /// A client for the configured endpoint. Does no I/O.
     pub fn new(config: &LlmConfig) -> Result<Self, LlmError> {
         let base = config.url.trim_end_matches('/');
-        let api_config: Box<dyn Config> = match config.provider {
+        let api: Box<dyn Config> = match config.provider {
             LlmProvider::Openai => {
                 let mut c = OpenAIConfig::new().with_api_base(base);
                 if let Some(key) = &config.api_key {
@@ -58,40 +57,29 @@ impl OpenAiChat {
             }
         };
         // No overall timeout: an answer streams for as long as it takes. Stalls are caught per
-        // token instead (see `stall`).
+        // chunk instead (see `stall`). No retries either: a 429 or a refused connection retried
+        // with back-off would hide an outage behind seconds of silence; a chat user is better
+        // served by a prompt `llm_unavailable` or `busy`.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .tcp_nodelay(true)
             .build()
             .map_err(|e| LlmError::Unavailable(e.to_string()))?;
-        let transport = http.clone();
-        // Our own transport instead of async-openai's default: that one retries 429s and
-        // connection failures with back-off, which would hide an outage behind seconds of
-        // silence; a chat user is better served by a prompt `llm_unavailable` or `busy`.
-        let service = tower::service_fn(move |factory: HttpRequestFactory| {
-            let http = transport.clone();
-            async move {
-                let request = factory.build().await?;
-                let response = http.execute(request).await.map_err(OpenAIError::Reqwest)?;
-                if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                    let retry_after_ms = retry_after_ms(response.headers());
-                    let body = response.text().await.unwrap_or_default();
-                    return Err(OpenAIError::Boxed(Box::new(RateLimited {
-                        message: error_message(&body).unwrap_or(body),
-                        retry_after_ms,
-                    })));
-                }
-                Ok(response)
-            }
-        });
         Ok(Self {
-            client: Client::with_config(api_config).with_http_service(service),
+            api,
             http,
             model: config.model.clone(),
             temperature: config.temperature,
             max_tokens: config.max_tokens,
             stall: Duration::from_secs(config.stall_timeout_secs),
         })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.api.url(path))
+            .headers(self.api.headers())
+            .query(&self.api.query())
     }
 }
 
@@ -111,8 +99,8 @@ fn error_message(body: &str) -> Option<String> {
 }
 
 #[derive(Serialize)]
-struct CompletionBody {
-    model: String,
+struct CompletionBody<'a> {
+    model: &'a str,
     messages: Vec<ChatMessage>,
     stream: bool,
     stream_options: StreamOptions,
@@ -169,13 +157,18 @@ struct WireError {
 }
 
 impl WireError {
-    fn into_llm_error(self, status: Option<u16>) -> LlmError {
-        let message = self.message.unwrap_or_else(|| "unknown error".into());
-        let code = self.code.as_ref().and_then(|c| match c {
+    /// `code` is a string (OpenAI) or the HTTP status as a number (llama-server).
+    fn code_string(&self) -> Option<String> {
+        match self.code.as_ref()? {
             serde_json::Value::String(s) => Some(s.clone()),
             serde_json::Value::Number(n) => Some(n.to_string()),
             _ => None,
-        });
+        }
+    }
+
+    fn into_llm_error(self, status: Option<u16>) -> LlmError {
+        let code = self.code_string();
+        let message = self.message.unwrap_or_else(|| "unknown error".into());
         classify(status, self.kind.as_deref(), code.as_deref(), message, None)
     }
 }
@@ -207,45 +200,50 @@ fn classify(
     }
 }
 
-fn map_openai_error(e: OpenAIError) -> LlmError {
-    match e {
-        OpenAIError::ApiError(api) => classify(
-            Some(api.status_code.as_u16()),
-            api.api_error.r#type.as_deref(),
-            api.api_error.code.as_deref(),
-            api.api_error.message,
-            None,
-        ),
-        OpenAIError::Boxed(inner) => match inner.downcast::<RateLimited>() {
-            Ok(rl) => LlmError::RateLimited {
-                message: rl.message,
-                retry_after_ms: rl.retry_after_ms,
-            },
-            Err(other) => LlmError::Unavailable(other.to_string()),
-        },
-        // A body that is not a chunk: maybe an error object inside a 200 stream.
-        OpenAIError::JSONDeserialize(err, content) => {
-            #[derive(Deserialize)]
-            struct Wrapped {
-                error: WireError,
-            }
-            match serde_json::from_str::<Wrapped>(&content) {
-                Ok(w) => w.error.into_llm_error(None),
-                Err(_) => LlmError::Unavailable(format!("unreadable response ({err})")),
-            }
-        }
-        OpenAIError::Reqwest(e) => LlmError::Unavailable(e.to_string()),
-        OpenAIError::StreamError(e) => LlmError::Unavailable(e.to_string()),
-        other => LlmError::Unavailable(other.to_string()),
+/// A non-2xx answer: an OpenAI-shaped error body when there is one, the status otherwise.
+fn http_error(status: reqwest::StatusCode, retry_after_ms: Option<u64>, body: &str) -> LlmError {
+    #[derive(Deserialize)]
+    struct Wrapped {
+        error: WireError,
     }
+    let (code, kind, message) = match serde_json::from_str::<Wrapped>(body) {
+        Ok(Wrapped { error }) => (
+            error.code_string(),
+            error.kind,
+            error.message.unwrap_or_else(|| format!("HTTP {status}")),
+        ),
+        Err(_) => (None, None, format!("HTTP {status}")),
+    };
+    classify(
+        Some(status.as_u16()),
+        kind.as_deref(),
+        code.as_deref(),
+        message,
+        retry_after_ms,
+    )
 }
 
-/// Turns one chunk into the events it carries.
-fn events_of(chunk: Chunk) -> Result<Vec<ChatEvent>, LlmError> {
-    if let Some(error) = chunk.error {
-        return Err(error.into_llm_error(None));
+/// Turns one server-sent event into the events it carries; `None` at the end marker.
+fn events_of(event: &Event) -> Option<Result<Vec<ChatEvent>, LlmError>> {
+    if event.data == "[DONE]" {
+        return None;
     }
-    let mut events = Vec::new();
+    // Keep-alives (vLLM, some proxies) carry no chunk.
+    if event.event == "keepalive" || event.data.is_empty() {
+        return Some(Ok(Vec::new()));
+    }
+    let chunk: Chunk = match serde_json::from_str(&event.data) {
+        Ok(chunk) => chunk,
+        Err(e) => {
+            return Some(Err(LlmError::Unavailable(format!(
+                "unreadable response ({e})"
+            ))));
+        }
+    };
+    if let Some(error) = chunk.error {
+        return Some(Err(error.into_llm_error(None)));
+    }
+    let mut events = Vec::with_capacity(1);
     for choice in chunk.choices.unwrap_or_default() {
         if let Some(text) = choice.delta.and_then(|d| d.content)
             && !text.is_empty()
@@ -262,14 +260,63 @@ fn events_of(chunk: Chunk) -> Result<Vec<ChatEvent>, LlmError> {
             completion_tokens: u.completion_tokens,
         });
     }
-    Ok(events)
+    Some(Ok(events))
+}
+
+type SseEvents =
+    Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
+
+/// An answer being read: the upstream's events, what one chunk carried beyond its first event,
+/// and the stall watch.
+struct Answer {
+    events: SseEvents,
+    pending: VecDeque<ChatEvent>,
+    stall: Duration,
+    /// When the last chunk arrived.
+    heard: Instant,
+    /// Fires at `heard + stall` at the latest. Moved only when it fires (not at every chunk), so
+    /// a token costs no timer-wheel update.
+    watch: Pin<Box<Sleep>>,
+}
+
+impl Answer {
+    /// The next event, an error that ends the answer, or `None` at its end.
+    async fn next(&mut self) -> Option<Result<ChatEvent, LlmError>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(Ok(event));
+            }
+            let event = tokio::select! {
+                biased;
+                event = self.events.next() => event,
+                () = &mut self.watch => {
+                    let deadline = self.heard + self.stall;
+                    if Instant::now() >= deadline {
+                        let stall = self.stall;
+                        return Some(Err(LlmError::Unavailable(format!("no token for {stall:?}"))));
+                    }
+                    self.watch.as_mut().reset(deadline);
+                    continue;
+                }
+            };
+            self.heard = Instant::now();
+            let event = match event? {
+                Ok(event) => event,
+                Err(e) => return Some(Err(LlmError::Unavailable(e.to_string()))),
+            };
+            match events_of(&event)? {
+                Ok(events) => self.pending.extend(events),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl ChatModel for OpenAiChat {
     async fn stream(&self, messages: Vec<ChatMessage>) -> Result<ChatStream, LlmError> {
         let body = CompletionBody {
-            model: self.model.clone(),
+            model: &self.model,
             messages,
             stream: true,
             stream_options: StreamOptions {
@@ -278,35 +325,44 @@ impl ChatModel for OpenAiChat {
             temperature: self.temperature,
             max_tokens: self.max_tokens,
         };
+        let body = serde_json::to_vec(&body).map_err(|e| LlmError::Rejected(e.to_string()))?;
         let stall = self.stall;
-        let upstream = tokio::time::timeout(
-            stall,
-            self.client.chat().create_stream_byot::<_, Chunk>(body),
-        )
-        .await
-        .map_err(|_| LlmError::Unavailable(format!("no response within {stall:?}")))?
-        .map_err(map_openai_error)?;
+        let no_response = || LlmError::Unavailable(format!("no response within {stall:?}"));
+        let request = self
+            .request(reqwest::Method::POST, "/chat/completions")
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let response = tokio::time::timeout(stall, request.send())
+            .await
+            .map_err(|_| no_response())?
+            .map_err(|e| LlmError::Unavailable(e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after_ms = retry_after_ms(response.headers());
+            let body = tokio::time::timeout(stall, response.text())
+                .await
+                .map_err(|_| no_response())?
+                .unwrap_or_default();
+            return Err(http_error(status, retry_after_ms, &body));
+        }
 
         // Every chunk must arrive within `stall` of the previous one, so a hung upstream ends
         // the turn with an error instead of holding the socket forever.
-        let stream = futures::stream::unfold(Some(upstream), move |state| async move {
-            let mut upstream = state?;
-            match tokio::time::timeout(stall, upstream.next()).await {
-                Err(_) => Some((
-                    Err(LlmError::Unavailable(format!("no token for {stall:?}"))),
-                    None,
-                )),
-                Ok(None) => None,
-                Ok(Some(Err(e))) => Some((Err(map_openai_error(e)), None)),
-                Ok(Some(Ok(chunk))) => match events_of(chunk) {
-                    Ok(events) => Some((Ok(events), Some(upstream))),
-                    Err(e) => Some((Err(e), None)),
-                },
+        let heard = Instant::now();
+        let answer = Answer {
+            events: Box::pin(response.bytes_stream().eventsource()),
+            pending: VecDeque::new(),
+            stall,
+            heard,
+            watch: Box::pin(tokio::time::sleep_until(heard + stall)),
+        };
+        let stream = futures::stream::unfold(Some(answer), |state| async move {
+            let mut answer = state?;
+            match answer.next().await? {
+                Ok(event) => Some((Ok(event), Some(answer))),
+                // An error ends the answer.
+                Err(e) => Some((Err(e), None)),
             }
-        })
-        .flat_map(|item| match item {
-            Ok(events) => futures::stream::iter(events.into_iter().map(Ok)).left_stream(),
-            Err(e) => futures::stream::once(async move { Err(e) }).right_stream(),
         });
         Ok(stream.boxed())
     }
@@ -316,12 +372,8 @@ impl ChatModel for OpenAiChat {
     }
 
     async fn ping(&self) -> Result<(), LlmError> {
-        let config = self.client.config();
         let response = self
-            .http
-            .get(config.url("/models"))
-            .headers(config.headers())
-            .query(&config.query())
+            .request(reqwest::Method::GET, "/models")
             .timeout(Duration::from_secs(3))
             .send()
             .await

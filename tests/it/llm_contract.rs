@@ -125,6 +125,19 @@ async fn a_stalled_stream_times_out_instead_of_hanging() {
 }
 
 #[tokio::test]
+async fn a_slow_stream_is_not_a_stall() {
+    // The stall timeout is per chunk, not per answer: chunks 300 ms apart for several seconds
+    // with a 1 s timeout make a whole answer.
+    let model = client("slow", &["--llm-stall-timeout-secs", "1"]).await;
+    let started = std::time::Instant::now();
+    let (events, error) = collect(&model).await;
+    assert_eq!(error, None);
+    assert!(started.elapsed() > std::time::Duration::from_secs(2));
+    assert_eq!(text(&events), "The capital of France is Paris.");
+    assert_eq!(events.last(), Some(&ChatEvent::Finish("stop".into())));
+}
+
+#[tokio::test]
 async fn connection_refused_is_unavailable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = OpenAiChat::new(&config(dir.path(), &dead_url(), &[]).llm).expect("client");

@@ -377,6 +377,23 @@ pub async fn replay_server() -> SocketAddr {
                 )
                     .into_response()
             }
+            // Every chunk of the basic answer, 300 ms apart: slow, but never stalled.
+            "slow" => {
+                let chunks: Vec<String> = fixture("stream-basic.sse")
+                    .split("\n\n")
+                    .filter(|e| !e.trim().is_empty())
+                    .map(|e| format!("{e}\n\n"))
+                    .collect();
+                let body = futures::stream::iter(chunks).then(|chunk| async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok::<_, std::io::Error>(chunk)
+                });
+                (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(body),
+                )
+                    .into_response()
+            }
             _ => json(404, r#"{"error":{"message":"no such scenario"}}"#.into()),
         }
     }
