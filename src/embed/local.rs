@@ -17,6 +17,11 @@ use super::{EmbedError, Embedder};
 const MAX_TOKENS: usize = 256;
 /// Texts per forward pass: bigger batches keep memory at its peak for little gain.
 const BATCH: usize = 16;
+/// Passes over at most this many tokens (texts × padded length) run on one thread. A question is
+/// a few dozen tokens: its matrix products are too small to share, and waking a second core for
+/// each of them cost more than it saved (query p50 15.8 -> 13.6 ms on 2 cores; docs/benchmarks.md).
+/// Ingest batches are thousands of tokens and keep every core.
+const SMALL_PASS_TOKENS: usize = 512;
 
 /// MiniLM running on the CPU.
 pub struct LocalEmbedder {
@@ -31,6 +36,9 @@ struct Model {
     tokenizer: Tokenizer,
     dim: usize,
     name: String,
+    /// A one-thread pool: candle's matrix products split their work over the rayon pool they
+    /// run in, so small passes run here.
+    single: rayon::ThreadPool,
 }
 
 impl LocalEmbedder {
@@ -66,12 +74,18 @@ impl LocalEmbedder {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "minilm".into());
+        let single = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "embed-small".into())
+            .build()
+            .map_err(|e| EmbedError::Load(format!("embedding thread: {e}")))?;
         Ok(Self {
             inner: Arc::new(Model {
                 bert,
                 tokenizer,
                 dim: config.hidden_size,
                 name,
+                single,
             }),
             permit: Semaphore::new(1),
         })
@@ -93,6 +107,22 @@ impl Model {
             ids.extend_from_slice(e.get_ids());
             mask.extend_from_slice(e.get_attention_mask());
         }
+        if rows * cols <= SMALL_PASS_TOKENS {
+            self.single.install(|| self.forward(ids, mask, rows, cols))
+        } else {
+            self.forward(ids, mask, rows, cols)
+        }
+    }
+
+    /// Mean-pooled, L2-normalised embeddings of `rows` padded token sequences of length `cols`.
+    fn forward(
+        &self,
+        ids: Vec<u32>,
+        mask: Vec<u32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let err = |e: &dyn std::fmt::Display| EmbedError::Compute(e.to_string());
         let device = &self.bert.device;
         let ids = Tensor::from_vec(ids, (rows, cols), device).map_err(|e| err(&e))?;
         let mask = Tensor::from_vec(mask, (rows, cols), device).map_err(|e| err(&e))?;
