@@ -80,7 +80,8 @@ pub async fn open_index(config: &Config, dim: usize) -> anyhow::Result<Arc<dyn V
     Ok(match config.index.kind {
         IndexKind::Edge => {
             let dir = config.index_dir();
-            let index = tokio::task::spawn_blocking(move || EdgeIndex::open(&dir, dim))
+            let memory = config.index.memory;
+            let index = tokio::task::spawn_blocking(move || EdgeIndex::open(&dir, dim, memory))
                 .await
                 .context("opening the index")??;
             Arc::new(index)

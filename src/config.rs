@@ -17,6 +17,18 @@ pub enum IndexKind {
     Qdrant,
 }
 
+/// Where the embedded index keeps its dense vectors (Qdrant's `memory` placement).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum IndexMemory {
+    /// In the index files, read through the page cache as searches touch them: the smallest
+    /// resident memory; the first searches after a restart may read from disk.
+    #[default]
+    Cold,
+    /// Read into memory when the index opens: the first searches are as fast as the rest, at the
+    /// cost of memory and start-up time in proportion to the index.
+    Cached,
+}
+
 /// How chunks are retrieved for a question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -269,6 +281,18 @@ pub struct IndexConfig {
         global = true
     )]
     pub retrieval: RetrievalMode,
+
+    /// Embedded index only: `cold` keeps the dense vectors in the index files, paged in as
+    /// searches need them (small resident memory); `cached` reads them into memory at start.
+    /// Changing it rebuilds the index's storage once, at the next start.
+    #[arg(
+        long,
+        env = "RAGCHAT_INDEX_MEMORY",
+        value_enum,
+        default_value = "cold",
+        global = true
+    )]
+    pub memory: IndexMemory,
 
     /// Chunk size for ingestion, in embedder tokens (MiniLM reads at most 256).
     #[arg(

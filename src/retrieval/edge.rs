@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use qdrant_edge::{
-    Condition, CountRequestBuilder, CreateIndex, CreateVectorName, Distance, EdgeConfigBuilder,
-    EdgeShard, EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder, FieldCondition,
-    FieldIndexOperations, Filter, Fusion, HasVectorCondition, Match, Modifier, NamedQuery,
-    PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations, PointOperations,
-    PointStruct, PrefetchBuilder, QueryEnum, QueryRequestBuilder, ScoringQuery,
+    Condition, CountRequestBuilder, CreateIndex, CreateVectorName, Distance, EdgeConfig,
+    EdgeConfigBuilder, EdgeShard, EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder,
+    FieldCondition, FieldIndexOperations, Filter, Fusion, HasVectorCondition, Match, Memory,
+    Modifier, NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
+    PointOperations, PointStruct, PrefetchBuilder, QueryEnum, QueryRequestBuilder, ScoringQuery,
     ScrollRequestBuilder, SparseVectorConfig, UpdateOperation, Vector, VectorInternal,
     VectorNameConfig, VectorNameOperations, VectorStructInternal, Vectors, WithPayloadInterface,
     WithVector,
@@ -22,7 +22,7 @@ use super::bm25::{Bm25, SPARSE};
 use super::{
     ChunkPayload, ChunkPoint, Hit, IndexError, Query, RRF_K, VectorIndex, prefetch_limit, rank,
 };
-use crate::config::RetrievalMode;
+use crate::config::{IndexMemory, RetrievalMode};
 
 /// Name of the dense vector in every point.
 pub const DENSE: &str = "dense";
@@ -43,19 +43,44 @@ fn engine(e: impl std::fmt::Display) -> IndexError {
 }
 
 impl EdgeIndex {
-    /// Opens the shard in `dir`, creating it for `dim`-sized vectors if it does not exist.
+    /// Opens the shard in `dir`, creating it for `dim`-sized vectors if it does not exist, with
+    /// its dense vectors placed as `memory` says (an index placed otherwise is rebuilt once).
     /// Refuses a shard that holds vectors of another size.
-    pub fn open(dir: &Path, dim: usize) -> Result<Self, IndexError> {
-        let existing = dir.join("edge_config.json").is_file();
-        let shard = if existing {
-            EdgeShard::load(dir, None).map_err(|e| {
-                IndexError::Open(format!("cannot open the index at {}: {e}", dir.display()))
-            })?
+    pub fn open(dir: &Path, dim: usize, memory: IndexMemory) -> Result<Self, IndexError> {
+        let memory = match memory {
+            IndexMemory::Cold => Memory::Cold,
+            IndexMemory::Cached => Memory::Cached,
+        };
+        let open_err = |e: &dyn std::fmt::Display| {
+            IndexError::Open(format!("cannot open the index at {}: {e}", dir.display()))
+        };
+        let shard = if let Some(stored) = EdgeConfig::load(dir) {
+            let stored = stored.map_err(|e| open_err(&e))?;
+            match stored.vectors.get(DENSE) {
+                // Placed otherwise (e.g. made before this setting, when `cached` was the only
+                // placement): reopen with the new placement and let the engine rebuild the
+                // segments that differ. Only the dense vector is named: the stored sparse one is
+                // kept as it is.
+                Some(dense) if dense.size == dim && dense.memory_placement() != Some(memory) => {
+                    tracing::info!(index = %dir.display(), ?memory,
+                        "moving the index's vectors to the configured placement (once)");
+                    let mut dense = dense.clone();
+                    dense.memory = Some(memory);
+                    let config = EdgeConfigBuilder::new().vector(DENSE, dense).build();
+                    let shard = EdgeShard::load(dir, Some(config)).map_err(|e| open_err(&e))?;
+                    shard.optimize().map_err(engine)?;
+                    shard.flush().map_err(engine)?;
+                    shard
+                }
+                _ => EdgeShard::load(dir, None).map_err(|e| open_err(&e))?,
+            }
         } else {
             let config = EdgeConfigBuilder::new()
                 .vector(
                     DENSE,
-                    EdgeVectorParamsBuilder::new(dim, Distance::Cosine).build(),
+                    EdgeVectorParamsBuilder::new(dim, Distance::Cosine)
+                        .memory(memory)
+                        .build(),
                 )
                 .sparse_vector(
                     SPARSE,

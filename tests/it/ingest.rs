@@ -1,6 +1,6 @@
 //! Ingestion into the real embedded index with real embeddings.
 
-use ragchat::config::RetrievalMode;
+use ragchat::config::{IndexMemory, RetrievalMode};
 use ragchat::retrieval::{EdgeIndex, VectorIndex};
 
 use crate::support::embedder;
@@ -93,15 +93,15 @@ async fn the_index_survives_a_reopen_and_refuses_another_vector_size() {
     let data = tempfile::tempdir().expect("data");
     let e = embedder();
     {
-        let index = EdgeIndex::open(data.path(), e.dim()).expect("index");
+        let index = EdgeIndex::open(data.path(), e.dim(), IndexMemory::default()).expect("index");
         ragchat::ingest::run(&[crate::support::corpus_dir()], e.as_ref(), &index, 200, 30)
             .await
             .expect("ingest");
     }
-    let reopened = EdgeIndex::open(data.path(), e.dim()).expect("reopens");
+    let reopened = EdgeIndex::open(data.path(), e.dim(), IndexMemory::default()).expect("reopens");
     assert_eq!(reopened.count().await.expect("count"), 3);
     drop(reopened);
-    let err = EdgeIndex::open(data.path(), 1536)
+    let err = EdgeIndex::open(data.path(), 1536, IndexMemory::default())
         .err()
         .expect("refused")
         .to_string();

@@ -14,7 +14,7 @@ use qdrant_edge::{
     PointOperations, PointStruct, SparseVectorConfig, UpdateOperation, VectorNameConfig,
     VectorNameOperations, Vectors,
 };
-use ragchat::config::RetrievalMode;
+use ragchat::config::{IndexMemory, RetrievalMode};
 use ragchat::retrieval::{ChunkPayload, EdgeIndex, QdrantIndex, QdrantSettings, VectorIndex};
 
 use crate::support::{embedder, query};
@@ -71,7 +71,8 @@ pub fn backends() -> Vec<Backend> {
 
 fn edge_backend() -> Backend {
     let dir = tempfile::tempdir().expect("data");
-    let edge = EdgeIndex::open(dir.path(), embedder().dim()).expect("index");
+    let edge =
+        EdgeIndex::open(dir.path(), embedder().dim(), IndexMemory::default()).expect("index");
     Backend {
         name: "edge",
         index: Arc::new(edge),
@@ -118,7 +119,8 @@ async fn ingest_rare_terms(index: &dyn VectorIndex) -> ragchat::ingest::Summary 
 /// An embedded index holding the rare-terms corpus (and the directory that keeps it).
 async fn rare_terms_edge_index() -> (tempfile::TempDir, EdgeIndex) {
     let dir = tempfile::tempdir().expect("data");
-    let index = EdgeIndex::open(dir.path(), embedder().dim()).expect("index");
+    let index =
+        EdgeIndex::open(dir.path(), embedder().dim(), IndexMemory::default()).expect("index");
     ingest_rare_terms(&index).await;
     (dir, index)
 }
@@ -233,7 +235,8 @@ async fn an_index_made_before_hybrid_retrieval_is_upgraded_in_place() {
     ];
     dense_only_index(data.path(), &docs).await;
 
-    let index = EdgeIndex::open(data.path(), embedder().dim()).expect("opens and upgrades");
+    let index = EdgeIndex::open(data.path(), embedder().dim(), IndexMemory::default())
+        .expect("opens and upgrades");
     assert_eq!(index.count().await.expect("count"), 3, "nothing lost");
     assert_eq!(
         top_source(&index, "E-4417", RetrievalMode::Hybrid).await,
@@ -246,7 +249,8 @@ async fn an_index_made_before_hybrid_retrieval_is_upgraded_in_place() {
         "every point got its BM25 vector"
     );
     // The upgrade is persisted: a second open finds the BM25 vectors and changes nothing.
-    let again = EdgeIndex::open(data.path(), embedder().dim()).expect("reopens");
+    let again =
+        EdgeIndex::open(data.path(), embedder().dim(), IndexMemory::default()).expect("reopens");
     assert_eq!(again.count().await.expect("count"), 3);
     assert_eq!(
         top_source(&again, "E-4471", RetrievalMode::Hybrid).await,
@@ -285,7 +289,8 @@ async fn an_upgrade_interrupted_after_declaring_bm25_is_finished_on_the_next_ope
             .expect("declare");
         shard.flush().expect("flush");
     }
-    let index = EdgeIndex::open(data.path(), embedder().dim()).expect("opens");
+    let index =
+        EdgeIndex::open(data.path(), embedder().dim(), IndexMemory::default()).expect("opens");
     assert_eq!(index.count().await.expect("count"), 3);
     assert_eq!(
         top_source(&index, "E-4417", RetrievalMode::Hybrid).await,
@@ -434,4 +439,64 @@ async fn retrieval_keeps_its_scores_on_the_labelled_rare_terms_set() {
         hybrid.mrr,
         dense.mrr
     );
+}
+
+/// The dense vectors' placement as stored in the index's own config.
+fn stored_placement(dir: &Path) -> Option<qdrant_edge::Memory> {
+    qdrant_edge::EdgeConfig::load(dir)
+        .expect("a config")
+        .expect("readable")
+        .vectors
+        .get("dense")
+        .and_then(|v| v.memory_placement())
+}
+
+#[tokio::test]
+async fn changing_the_vector_placement_moves_the_index_and_keeps_its_answers() {
+    let (dir, index) = rare_terms_edge_index().await;
+    let questions = [
+        "What does error E-4417 mean?",
+        "Who maintains part PX-2209?",
+    ];
+    let mut before = Vec::new();
+    for q in questions {
+        before.push(sources(&index, q).await);
+    }
+    let count = index.count().await.expect("count");
+    drop(index);
+    assert_eq!(
+        stored_placement(dir.path()),
+        Some(qdrant_edge::Memory::Cold)
+    );
+
+    for memory in [IndexMemory::Cached, IndexMemory::Cold] {
+        let index = EdgeIndex::open(dir.path(), embedder().dim(), memory).expect("reopens");
+        let want = match memory {
+            IndexMemory::Cold => qdrant_edge::Memory::Cold,
+            IndexMemory::Cached => qdrant_edge::Memory::Cached,
+        };
+        assert_eq!(
+            stored_placement(dir.path()),
+            Some(want),
+            "{memory:?} took effect"
+        );
+        assert_eq!(index.count().await.expect("count"), count, "nothing lost");
+        for (q, want) in questions.iter().zip(&before) {
+            assert_eq!(&sources(&index, q).await, want, "{memory:?}: {q}");
+        }
+    }
+}
+
+/// The sources of the top five hybrid hits, in order.
+async fn sources(index: &dyn VectorIndex, text: &str) -> Vec<String> {
+    index
+        .search(
+            query(embedder().as_ref(), text, RetrievalMode::Hybrid).await,
+            5,
+        )
+        .await
+        .expect("search")
+        .into_iter()
+        .map(|h| h.payload.source)
+        .collect()
 }

@@ -177,7 +177,8 @@ pub async fn spawn_app_at(dir: &Path, llm_url: &str, extra: &[&str]) -> TestApp 
             index
         }
         ragchat::config::IndexKind::Edge => {
-            let index = EdgeIndex::open(&config.index_dir(), embedder.dim()).expect("index");
+            let index = EdgeIndex::open(&config.index_dir(), embedder.dim(), config.index.memory)
+                .expect("index");
             ragchat::ingest::run(&[corpus_dir()], embedder.as_ref(), &index, 200, 30)
                 .await
                 .expect("corpus ingests");
