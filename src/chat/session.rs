@@ -60,10 +60,12 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The socket's sending half, shared: the session sends replies, pings and each turn's final
 /// frame; the running turn writes its sources and tokens straight out, so a token wakes one task
-/// (the turn's) instead of hopping through the session.
+/// (the turn's) instead of hopping through the session. An async mutex, held across one frame's
+/// send: it only orders the writers of this one socket, and the send timeout bounds the hold.
 type SharedSink<O> = Arc<Mutex<O>>;
 
-/// Sends one frame; false when the client is gone or stalled.
+/// Sends one frame; false when the client is gone or has taken nothing for `SEND_TIMEOUT`
+/// (waiting for the socket's other writer included).
 async fn send<O: Sink<Outgoing> + Unpin>(outgoing: &Mutex<O>, frame: Outgoing) -> bool {
     let sent = tokio::time::timeout(SEND_TIMEOUT, async {
         outgoing.lock().await.send(frame).await

@@ -305,6 +305,11 @@ pub async fn wait_record_in(
     panic!("record {turn_id} never arrived");
 }
 
+/// Tokens of the replay server's `long` answer, and the text of each: ~15 MB of token frames,
+/// more than the kernel buffers of a loopback socket hold.
+pub const LONG_ANSWER_TOKENS: usize = 60_000;
+pub const LONG_ANSWER_PIECE: &str = " lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris";
+
 /// Serves recorded llama-server transcripts (and faults derived from them) at
 /// `http://addr/{scenario}/v1/chat/completions`.
 pub async fn replay_server() -> SocketAddr {
@@ -389,6 +394,31 @@ pub async fn replay_server() -> SocketAddr {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     Ok::<_, std::io::Error>(chunk)
                 });
+                (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(body),
+                )
+                    .into_response()
+            }
+            // A very long answer, as fast as the reader takes it: a content chunk of the basic
+            // answer repeated `LONG_ANSWER_TOKENS` times, then its finish chunk.
+            "long" => {
+                let basic = fixture("stream-basic.sse");
+                let events: Vec<&str> = basic.split("\n\n").collect();
+                let token = events[1].replace(
+                    r#""content":"The""#,
+                    &format!(r#""content":"{LONG_ANSWER_PIECE}""#),
+                );
+                let tail: String = events
+                    .iter()
+                    .skip_while(|e| !e.contains(r#""finish_reason":"stop""#))
+                    .map(|e| format!("{e}\n\n"))
+                    .collect();
+                let batch = format!("{token}\n\n").repeat(100);
+                let body = futures::stream::iter(
+                    (0..LONG_ANSWER_TOKENS / 100).map(move |_| Ok::<_, std::io::Error>(batch.clone())),
+                )
+                .chain(futures::stream::once(async move { Ok(tail) }));
                 (
                     [("content-type", "text/event-stream")],
                     axum::body::Body::from_stream(body),

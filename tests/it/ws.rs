@@ -11,7 +11,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::support::{
-    connect, dead_url, llm_url, next_frame, send, spawn_app, turn_frames, wait_record,
+    LONG_ANSWER_PIECE, LONG_ANSWER_TOKENS, connect, dead_url, llm_url, next_frame, replay_server,
+    send, spawn_app, turn_frames, wait_record,
 };
 
 const LIGHTHOUSE: &str = "Who is the keeper of the Zephyr lighthouse on Cape Brannock?";
@@ -423,4 +424,61 @@ async fn shutdown_lets_the_running_turn_finish_then_closes_with_1012() {
     let record = wait_record(&app, "draining").await;
     assert_eq!(record.status, TurnStatus::Completed);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_holds_up_no_one() {
+    // Answers far larger than the socket buffers, streamed as fast as they are read.
+    let llm = format!("http://{}/long/v1", replay_server().await);
+    let app = spawn_app(&llm, &[]).await;
+    let mut stalled = connect(&app).await;
+    let mut reader = connect(&app).await;
+    send(
+        &mut stalled,
+        json!({"type":"ask","turn_id":"stalled","question":LIGHTHOUSE}),
+    )
+    .await;
+    // The stalled client reads its first frames, then nothing more (the socket stays open).
+    for _ in 0..3 {
+        next_frame(&mut stalled).await;
+    }
+    send(
+        &mut reader,
+        json!({"type":"ask","turn_id":"reader","question":LIGHTHOUSE}),
+    )
+    .await;
+    // The other client gets its whole answer while the first one is stuck.
+    let frames = turn_frames(&mut reader).await;
+    let done = done(frames.last().expect("frames"));
+    assert_eq!(done.finish_reason, FinishReason::Stop);
+    assert_eq!(
+        done.answer.len(),
+        LONG_ANSWER_TOKENS * LONG_ANSWER_PIECE.len()
+    );
+
+    // The stalled one is given up on after the send timeout (10 s): its turn ends cancelled and
+    // is recorded, so the upstream and the buffers are let go.
+    let record = wait_record_for(&app, "stalled", Duration::from_secs(60)).await;
+    assert_eq!(record.status, TurnStatus::Cancelled);
+    assert_eq!(record.finish_reason.as_deref(), Some("cancelled"));
+    assert!(record.answer.len() < done.answer.len());
+    drop(stalled);
+    app.stop().await;
+}
+
+/// The record of `turn_id`, waiting up to `limit` for it.
+async fn wait_record_for(
+    app: &crate::support::TestApp,
+    turn_id: &str,
+    limit: Duration,
+) -> ragchat::store::TurnRecord {
+    let started = std::time::Instant::now();
+    loop {
+        let records = app.state.store.recent(50).await.expect("store readable");
+        if let Some(r) = records.into_iter().find(|r| r.id == turn_id) {
+            return r;
+        }
+        assert!(started.elapsed() < limit, "no record of {turn_id}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
