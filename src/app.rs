@@ -75,6 +75,62 @@ pub async fn open_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>>
     })
 }
 
+/// Ingests `RAGCHAT_INGEST_ON_START` while the server already answers (unready until it is done,
+/// so a large seed does not keep the port closed past a platform's start-up limit). Failures of
+/// the embedder or the index are retried with back-off: a replica that starts before its Qdrant
+/// server must not crash-loop. Unchanged files are skipped, so a restart costs little.
+async fn seed_index(state: AppState) {
+    use crate::ingest::IngestError;
+    let index = &state.config.index;
+    let mut delay = std::time::Duration::from_secs(1);
+    loop {
+        let run = crate::ingest::run(
+            &index.ingest_on_start,
+            state.embedder.as_ref(),
+            state.index.as_ref(),
+            index.chunk_tokens,
+            index.chunk_overlap,
+        );
+        let result = tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            result = run => result,
+        };
+        match result {
+            Ok(summary) => {
+                tracing::info!(
+                    indexed = summary.indexed,
+                    unchanged = summary.unchanged,
+                    chunks = summary.index_total,
+                    ms = summary.elapsed_ms,
+                    "ingested RAGCHAT_INGEST_ON_START"
+                );
+                state.health.set_seeding(None);
+                return;
+            }
+            // Retrying cannot mend these: stay unready and say why.
+            Err(e @ (IngestError::Missing(_) | IngestError::Chunking(_))) => {
+                tracing::error!(error = %e, "RAGCHAT_INGEST_ON_START failed");
+                state
+                    .health
+                    .set_seeding(Some(format!("RAGCHAT_INGEST_ON_START failed: {e}")));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_secs = delay.as_secs(),
+                    "RAGCHAT_INGEST_ON_START could not finish; retrying");
+                state
+                    .health
+                    .set_seeding(Some(format!("RAGCHAT_INGEST_ON_START: {e}; retrying")));
+                tokio::select! {
+                    _ = state.shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 /// Opens the vector index for vectors of `dim` dimensions.
 pub async fn open_index(config: &Config, dim: usize) -> anyhow::Result<Arc<dyn VectorIndex>> {
     Ok(match config.index.kind {
@@ -207,6 +263,21 @@ impl App {
             state,
             recorder_task,
         } = self;
+        let seed = &state.config.index.ingest_on_start;
+        if !seed.is_empty() {
+            // A path that is not there is a mistake in the settings: say so now.
+            for path in seed {
+                anyhow::ensure!(
+                    path.exists(),
+                    "RAGCHAT_INGEST_ON_START: {}: no such file or directory",
+                    path.display()
+                );
+            }
+            state
+                .health
+                .set_seeding(Some("ingesting RAGCHAT_INGEST_ON_START".into()));
+            tokio::spawn(seed_index(state.clone()));
+        }
         let token = state.shutdown.clone();
         let router = crate::http::router(state.clone());
         tracing::info!(addr = %listener.local_addr()?, version = crate::VERSION, "serving");

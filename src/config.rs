@@ -312,8 +312,10 @@ pub struct IndexConfig {
     )]
     pub chunk_overlap: usize,
 
-    /// Files or directories `serve` ingests before it listens, comma-separated (unchanged files
-    /// are skipped, so restarts are cheap). Containers use it to index the documents they ship.
+    /// Files or directories `serve` ingests at start, comma-separated, in the background: it
+    /// listens at once and is unready until they are in, retrying while the embedder or index
+    /// cannot be reached. Unchanged files are skipped, so restarts are cheap. Containers use it
+    /// to index the documents they ship.
     #[arg(
         long,
         env = "RAGCHAT_INGEST_ON_START",

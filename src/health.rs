@@ -43,10 +43,12 @@ pub struct Report {
     pub store: Component,
 }
 
-/// Caches the last report.
+/// Caches the last report, and knows whether the seed ingest is still running.
 #[derive(Default)]
 pub struct Health {
     last: Mutex<Option<(Instant, Arc<Report>)>>,
+    /// Why the seed ingest (`RAGCHAT_INGEST_ON_START`) has not finished, while it has not.
+    seeding: std::sync::Mutex<Option<String>>,
 }
 
 async fn probe<E: std::fmt::Display>(
@@ -90,6 +92,19 @@ async fn probe_store(state: &AppState) -> Component {
 }
 
 impl Health {
+    /// Marks the seed ingest as running (with what it is doing) or, with `None`, as done.
+    pub fn set_seeding(&self, status: Option<String>) {
+        *self.seeding.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
+    /// What the seed ingest is doing, while it has not finished; readiness waits for it.
+    pub fn seeding(&self) -> Option<String> {
+        self.seeding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The current report, probing again when the cached one is stale. Concurrent callers
     /// share one probe.
     pub async fn report(&self, state: &AppState) -> Arc<Report> {

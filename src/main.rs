@@ -156,25 +156,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let config = cli.config.validate()?;
             let addr = config.server.addr;
             let app = App::build(config).await?;
-            let seed = &app.state.config.index.ingest_on_start;
-            if !seed.is_empty() {
-                let summary = ragchat::ingest::run(
-                    seed,
-                    app.state.embedder.as_ref(),
-                    app.state.index.as_ref(),
-                    app.state.config.index.chunk_tokens,
-                    app.state.config.index.chunk_overlap,
-                )
-                .await
-                .context("RAGCHAT_INGEST_ON_START")?;
-                tracing::info!(
-                    indexed = summary.indexed,
-                    unchanged = summary.unchanged,
-                    chunks = summary.index_total,
-                    ms = summary.elapsed_ms,
-                    "ingested RAGCHAT_INGEST_ON_START"
-                );
-            }
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("RAGCHAT_ADDR: cannot listen on {addr}"))?;

@@ -14,10 +14,11 @@ pub async fn live() -> impl IntoResponse {
 }
 
 /// `GET /health/ready`: 200 when every backend answers (a degraded record store still counts:
-/// records are spooled), else 503 naming what is down.
+/// records are spooled) and the seed ingest is done, else 503 naming what is not.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let report = state.health.report(&state).await;
-    if report.ready && !state.shutdown.is_cancelled() {
+    let seeding = state.health.seeding();
+    if report.ready && seeding.is_none() && !state.shutdown.is_cancelled() {
         (StatusCode::OK, Json(json!({ "status": "ready" })))
     } else {
         let mut down = serde_json::Map::new();
@@ -30,6 +31,9 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             if let (Some(e), "down") = (&c.error, c.status) {
                 down.insert(name.into(), e.clone().into());
             }
+        }
+        if let Some(seeding) = seeding {
+            down.insert("seed".into(), seeding.into());
         }
         if state.shutdown.is_cancelled() {
             down.insert("server".into(), "shutting down".into());
@@ -47,7 +51,8 @@ pub async fn details(State(state): State<AppState>) -> impl IntoResponse {
     Json(json!({
         "version": crate::VERSION,
         "protocol": crate::chat::protocol::PROTOCOL,
-        "ready": report.ready,
+        "ready": report.ready && state.health.seeding().is_none(),
+        "seed": state.health.seeding().unwrap_or_else(|| "done".into()),
         "components": {
             "index": report.index,
             "embedder": report.embedder,

@@ -5,7 +5,9 @@ use ragchat::chat::protocol::ServerFrame;
 use ragchat::error::ErrorCode;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{connect, dead_url, llm_url, next_frame, spawn_app};
+use crate::support::{
+    connect, corpus_dir, dead_url, embedder, llm_url, next_frame, query, spawn_app,
+};
 
 #[tokio::test]
 async fn ready_when_every_backend_answers() {
@@ -71,6 +73,10 @@ async fn an_unreachable_qdrant_server_means_unready_and_retrieval_unavailable_no
             &qdrant,
             "--qdrant-timeout-ms",
             "500",
+            // A replica seeding its index from an unreachable server keeps serving (unready)
+            // and retries instead of exiting.
+            "--ingest-on-start",
+            &corpus_dir().to_string_lossy(),
         ],
     )
     .await;
@@ -80,6 +86,7 @@ async fn an_unreachable_qdrant_server_means_unready_and_retrieval_unavailable_no
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.expect("json body");
     assert!(body["down"]["index"].is_string(), "{body}");
+    assert!(body["down"]["seed"].is_string(), "{body}");
 
     let mut ws = connect(&app).await;
     let started = std::time::Instant::now();
@@ -141,4 +148,80 @@ async fn a_foreign_origin_is_refused_with_403() {
         "own origin allowed"
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn the_seed_ingest_runs_while_the_server_answers_and_readiness_waits_for_it() {
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("eval/corpus/rare-terms");
+    let app = spawn_app(&llm_url(), &["--ingest-on-start", &seed.to_string_lossy()]).await;
+    // Listening at once (embedding a dozen documents takes far longer than this first probe),
+    // but not ready until the seed is in.
+    let first = reqwest::get(app.http("/health/ready"))
+        .await
+        .expect("ready");
+    assert_eq!(first.status(), 503);
+    let body: serde_json::Value = first.json().await.expect("json body");
+    assert!(body["down"]["seed"].is_string(), "{body}");
+
+    let started = std::time::Instant::now();
+    loop {
+        let status = reqwest::get(app.http("/health/ready"))
+            .await
+            .expect("ready")
+            .status();
+        if status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "never ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let details: serde_json::Value = reqwest::get(app.http("/health"))
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(details["seed"], "done");
+    let hits = app
+        .state
+        .index
+        .search(
+            query(
+                embedder().as_ref(),
+                "What does error E-4471 mean?",
+                ragchat::config::RetrievalMode::Hybrid,
+            )
+            .await,
+            3,
+        )
+        .await
+        .expect("search");
+    assert!(
+        hits[0].payload.source.ends_with("err-e4471.md"),
+        "{:?}",
+        hits[0].payload.source
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_seed_path_that_does_not_exist_stops_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = crate::support::config(
+        dir.path(),
+        &dead_url(),
+        &["--ingest-on-start", "/no/such/corpus"],
+    );
+    let app = ragchat::app::App::build(config).await.expect("builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let err = app
+        .serve(listener, std::future::pending())
+        .await
+        .expect_err("refuses to start");
+    assert!(err.to_string().contains("/no/such/corpus"), "{err}");
 }
