@@ -17,6 +17,7 @@ after the first token), --turn-timeout 120 (seconds without a frame before givin
 """
 
 import json
+import os
 import random
 import time
 import uuid
@@ -24,20 +25,8 @@ import uuid
 import websocket
 from locust import User, constant, events, task
 
-DEFAULT_QUESTIONS = [
-    "When does the Quillon Street Bakery open?",
-    "What is the bakery's most famous loaf and what does it cost?",
-    "Who runs the Quillon Street Bakery?",
-    "What does the bakery sell on Sundays?",
-    "Who is the keeper of the Zephyr lighthouse?",
-    "Where does the Zephyr lighthouse stand?",
-    "How often does the Zephyr lamp flash, and in what colour?",
-    "What are the names of the keeper's cats?",
-    "What is the radio call sign of the Kvitoya polar station?",
-    "How many researchers staff the Kvitoya station in winter?",
-    "What does the research station on Kvitoya monitor?",
-    "Summarise everything you know about the lighthouse and the bakery.",
-]
+# Shared with loadgen (loadtest/questions.txt): questions about tests/fixtures/corpus.
+QUESTIONS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "questions.txt")
 
 
 @events.init_command_line_parser.add_listener
@@ -52,11 +41,11 @@ class TurnError(Exception):
 
 
 def _load_questions(path):
-    if not path:
-        return DEFAULT_QUESTIONS
-    with open(path, encoding="utf-8") as f:
+    with open(path or QUESTIONS_FILE, encoding="utf-8") as f:
         lines = [l.strip() for l in f if l.strip() and not l.lstrip().startswith("#")]
-    return lines or DEFAULT_QUESTIONS
+    if not lines:
+        raise ValueError(f"{path or QUESTIONS_FILE} has no questions")
+    return lines
 
 
 class RagchatUser(User):

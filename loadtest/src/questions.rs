@@ -3,21 +3,9 @@
 
 use std::path::Path;
 
-/// Questions about tests/fixtures/corpus, so retrieval has something to find.
-const DEFAULT: &[&str] = &[
-    "When does the Quillon Street Bakery open?",
-    "What is the bakery's most famous loaf and what does it cost?",
-    "Who runs the Quillon Street Bakery?",
-    "What does the bakery sell on Sundays?",
-    "Who is the keeper of the Zephyr lighthouse?",
-    "Where does the Zephyr lighthouse stand?",
-    "How often does the Zephyr lamp flash, and in what colour?",
-    "What are the names of the keeper's cats?",
-    "What is the radio call sign of the Kvitoya polar station?",
-    "How many researchers staff the Kvitoya station in winter?",
-    "What does the research station on Kvitoya monitor?",
-    "Summarise everything you know about the lighthouse and the bakery.",
-];
+/// Questions about tests/fixtures/corpus, so retrieval has something to find (shared with the
+/// Locust user).
+const DEFAULT: &str = include_str!("../questions.txt");
 
 /// A non-empty list of questions.
 #[derive(Debug, Clone)]
@@ -25,7 +13,7 @@ pub struct Questions(Vec<String>);
 
 impl Default for Questions {
     fn default() -> Self {
-        Self(DEFAULT.iter().map(|q| (*q).to_owned()).collect())
+        Self::parse(DEFAULT).expect("loadtest/questions.txt lists questions")
     }
 }
 
@@ -90,6 +78,10 @@ mod tests {
     #[test]
     fn default_list_is_not_empty() {
         assert!(!Questions::default().is_empty());
-        assert_eq!(Questions::default().pick(0, 0), DEFAULT[0]);
+        // The shared file's first question, past its comment lines.
+        assert_eq!(
+            Questions::default().pick(0, 0),
+            "When does the Quillon Street Bakery open?"
+        );
     }
 }
