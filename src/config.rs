@@ -733,10 +733,10 @@ impl Config {
         if self.llm.max_tokens == 0 {
             return Err(invalid("RAGCHAT_LLM_MAX_TOKENS", "must be at least 1"));
         }
-        if self.llm.stall_timeout_secs == 0 {
+        if !(1..=86_400).contains(&self.llm.stall_timeout_secs) {
             return Err(invalid(
                 "RAGCHAT_LLM_STALL_TIMEOUT_SECS",
-                "must be at least 1",
+                "must be between 1 and 86400 (a day)",
             ));
         }
         check_url("RAGCHAT_LLM_URL", &self.llm.url)?;

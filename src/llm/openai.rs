@@ -223,14 +223,15 @@ fn http_error(status: reqwest::StatusCode, retry_after_ms: Option<u64>, body: &s
     )
 }
 
+/// A heartbeat (vLLM, some proxies): no chunk, and no sign that the model is still generating.
+fn is_heartbeat(event: &Event) -> bool {
+    event.event == "keepalive" || event.data.is_empty()
+}
+
 /// Turns one server-sent event into the events it carries; `None` at the end marker.
 fn events_of(event: &Event) -> Option<Result<Vec<ChatEvent>, LlmError>> {
     if event.data == "[DONE]" {
         return None;
-    }
-    // Keep-alives (vLLM, some proxies) carry no chunk.
-    if event.event == "keepalive" || event.data.is_empty() {
-        return Some(Ok(Vec::new()));
     }
     let chunk: Chunk = match serde_json::from_str(&event.data) {
         Ok(chunk) => chunk,
@@ -275,7 +276,7 @@ struct Answer {
     /// When the last chunk arrived.
     heard: Instant,
     /// Fires at `heard + stall` at the latest. Moved only when it fires (not at every chunk), so
-    /// a token costs no timer-wheel update.
+    /// a token costs no timer-wheel update. Heartbeat events do not count as heard.
     watch: Pin<Box<Sleep>>,
 }
 
@@ -299,11 +300,15 @@ impl Answer {
                     continue;
                 }
             };
-            self.heard = Instant::now();
             let event = match event? {
                 Ok(event) => event,
                 Err(e) => return Some(Err(LlmError::Unavailable(e.to_string()))),
             };
+            // Heartbeats keep a connection open; they do not keep a stalled answer alive.
+            if is_heartbeat(&event) {
+                continue;
+            }
+            self.heard = Instant::now();
             match events_of(&event)? {
                 Ok(events) => self.pending.extend(events),
                 Err(e) => return Some(Err(e)),

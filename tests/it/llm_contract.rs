@@ -138,6 +138,15 @@ async fn a_slow_stream_is_not_a_stall() {
 }
 
 #[tokio::test]
+async fn heartbeats_do_not_keep_a_stalled_answer_alive() {
+    let model = client("heartbeats", &["--llm-stall-timeout-secs", "1"]).await;
+    let (_, error) = tokio::time::timeout(std::time::Duration::from_secs(10), collect(&model))
+        .await
+        .expect("the stall timeout ends the answer, heartbeats or not");
+    assert!(matches!(error, Some(LlmError::Unavailable(_))), "{error:?}");
+}
+
+#[tokio::test]
 async fn connection_refused_is_unavailable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = OpenAiChat::new(&config(dir.path(), &dead_url(), &[]).llm).expect("client");

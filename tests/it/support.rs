@@ -400,6 +400,22 @@ pub async fn replay_server() -> SocketAddr {
                 )
                     .into_response()
             }
+            // Two chunks, then only heartbeats (a proxy keeping the connection open), 300 ms
+            // apart, forever.
+            "heartbeats" => {
+                let head = first_chunks(2);
+                let beats = futures::stream::unfold((), |()| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Some((Ok::<_, std::io::Error>("event: keepalive\ndata: \n\n".to_owned()), ()))
+                });
+                let body = futures::stream::once(async move { Ok::<_, std::io::Error>(head) })
+                    .chain(beats);
+                (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(body),
+                )
+                    .into_response()
+            }
             // A very long answer, as fast as the reader takes it: a content chunk of the basic
             // answer repeated `LONG_ANSWER_TOKENS` times, then its finish chunk.
             "long" => {
