@@ -4,6 +4,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -62,15 +63,35 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// frame; the running turn writes its sources and tokens straight out, so a token wakes one task
 /// (the turn's) instead of hopping through the session. An async mutex, held across one frame's
 /// send: it only orders the writers of this one socket, and the send timeout bounds the hold.
-type SharedSink<O> = Arc<Mutex<O>>;
+/// Once a send fails, the socket is marked gone and every later send fails at once, so a client
+/// that stopped reading costs one `SEND_TIMEOUT`, not one per writer.
+struct SocketTx<O> {
+    sink: Mutex<O>,
+    gone: AtomicBool,
+}
+
+type SharedSink<O> = Arc<SocketTx<O>>;
 
 /// Sends one frame; false when the client is gone or has taken nothing for `SEND_TIMEOUT`
 /// (waiting for the socket's other writer included).
-async fn send<O: Sink<Outgoing> + Unpin>(outgoing: &Mutex<O>, frame: Outgoing) -> bool {
+async fn send<O: Sink<Outgoing> + Unpin>(tx: &SocketTx<O>, frame: Outgoing) -> bool {
+    if tx.gone.load(Ordering::Relaxed) {
+        return false;
+    }
     let sent = tokio::time::timeout(SEND_TIMEOUT, async {
-        outgoing.lock().await.send(frame).await
-    });
-    matches!(sent.await, Ok(Ok(())))
+        let mut sink = tx.sink.lock().await;
+        // The other writer may have found the client gone while this one waited.
+        if tx.gone.load(Ordering::Relaxed) {
+            return false;
+        }
+        sink.send(frame).await.is_ok()
+    })
+    .await;
+    let ok = matches!(sent, Ok(true));
+    if !ok {
+        tx.gone.store(true, Ordering::Relaxed);
+    }
+    ok
 }
 
 /// A turn's output: sources and tokens to the socket, the final frame through the session, which
@@ -79,6 +100,8 @@ struct SocketOutput<O> {
     turn_id: String,
     sink: SharedSink<O>,
     finals: mpsc::Sender<String>,
+    /// The final frame went to the session (a panic after it must not send another).
+    final_sent: bool,
 }
 
 #[async_trait]
@@ -88,6 +111,7 @@ impl<O: Sink<Outgoing> + Unpin + Send> TurnOutput for SocketOutput<O> {
             TurnEvent::Sources(s) => ServerFrame::Sources(s.clone()).to_json(),
             TurnEvent::Token(text) => token_json(&self.turn_id, text),
             TurnEvent::Final(frame) => {
+                self.final_sent = true;
                 return self
                     .finals
                     .send(frame.to_json())
@@ -105,6 +129,12 @@ impl<O: Sink<Outgoing> + Unpin + Send> TurnOutput for SocketOutput<O> {
 
 /// A bug in a turn must not cost the client its answer frame or the audit trail its record.
 async fn turn_panicked<O>(state: &AppState, summary: &TurnSummary, output: &SocketOutput<O>) {
+    if output.final_sent {
+        // The client has its answer and the session has moved on: a second final frame or a
+        // `failed` record would contradict them.
+        tracing::error!("turn panicked after its final frame; its record may be missing");
+        return;
+    }
     tracing::error!("turn panicked");
     let error = ApiError::new(ErrorCode::Internal, "the turn failed unexpectedly");
     let json = error_json(Some(summary.turn_id.clone()), error.clone());
@@ -128,7 +158,10 @@ where
     I: Stream<Item = Incoming> + Unpin + Send,
     O: Sink<Outgoing> + Unpin + Send + 'static,
 {
-    let outgoing: SharedSink<O> = Arc::new(Mutex::new(outgoing));
+    let outgoing: SharedSink<O> = Arc::new(SocketTx {
+        sink: Mutex::new(outgoing),
+        gone: AtomicBool::new(false),
+    });
     let config = &state.config;
     let conversation_id = uuid::Uuid::new_v4().to_string();
     let ready = ServerFrame::Ready(Ready {
@@ -216,6 +249,7 @@ where
                                             turn_id: request.turn_id.clone(),
                                             sink: Arc::clone(&outgoing),
                                             finals: turn_tx.clone(),
+                                            final_sent: false,
                                         };
                                         let state = state.clone();
                                         let summary = TurnSummary::from(&request);
@@ -296,9 +330,9 @@ where
     let mut client_ok = close.is_some();
     let forward = async {
         // Keep draining even once the client is gone: a turn's final frame must never block.
-        while let Some(message) = turn_rx.recv().await {
+        while let Some(json) = turn_rx.recv().await {
             if client_ok {
-                client_ok = send(&outgoing, Outgoing::Text(message)).await;
+                client_ok = send(&outgoing, Outgoing::Text(json)).await;
             }
         }
     };

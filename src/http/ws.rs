@@ -40,8 +40,8 @@ pub async fn upgrade(
         // small; a larger one just takes several reads.
         .read_buffer_size(READ_BUFFER_BYTES)
         // Every frame is flushed as it is sent (one token = one frame), so there is nothing to
-        // gather: write each out at once. A slow reader's backlog is one frame plus the
-        // session's bounded channel (and the send timeout drops a stalled one).
+        // gather: write each out at once. A slow reader's backlog is the frame being sent: the
+        // turn waits for it (and the send timeout drops a stalled reader).
         .write_buffer_size(0)
         .on_upgrade(move |socket| serve(socket, state))
 }

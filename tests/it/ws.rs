@@ -462,6 +462,16 @@ async fn a_client_that_stops_reading_is_dropped_and_holds_up_no_one() {
     assert_eq!(record.status, TurnStatus::Cancelled);
     assert_eq!(record.finish_reason.as_deref(), Some("cancelled"));
     assert!(record.answer.len() < done.answer.len());
+    // And its session ends at once, without waiting on the stuck socket again for the final
+    // frame (the reader's session is the one left).
+    let gave_up = std::time::Instant::now();
+    while app.state.sessions.len() > 1 {
+        assert!(
+            gave_up.elapsed() < Duration::from_secs(3),
+            "the stalled session lingers"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(stalled);
     app.stop().await;
 }
