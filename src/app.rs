@@ -76,10 +76,12 @@ pub async fn open_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>>
 }
 
 /// Ingests `RAGCHAT_INGEST_ON_START` while the server already answers (unready until it is done,
-/// so a large seed does not keep the port closed past a platform's start-up limit). Failures of
-/// the embedder or the index are retried with back-off: a replica that starts before its Qdrant
-/// server must not crash-loop. Unchanged files are skipped, so a restart costs little.
+/// so a large seed does not keep the port closed past a platform's start-up limit). Failures to
+/// reach the embeddings endpoint or the index are retried with back-off: a replica that starts
+/// before its Qdrant server must not crash-loop. Unchanged files are skipped, so a restart costs
+/// little.
 async fn seed_index(state: AppState) {
+    use crate::embed::EmbedError;
     use crate::ingest::IngestError;
     let index = &state.config.index;
     let mut delay = std::time::Duration::from_secs(1);
@@ -108,7 +110,12 @@ async fn seed_index(state: AppState) {
                 return;
             }
             // Retrying cannot mend these: stay unready and say why.
-            Err(e @ (IngestError::Missing(_) | IngestError::Chunking(_))) => {
+            Err(
+                e @ (IngestError::Missing(_)
+                | IngestError::Chunking(_)
+                | IngestError::Embed(EmbedError::Load(_) | EmbedError::Compute(_))
+                | IngestError::Index(IndexError::Open(_))),
+            ) => {
                 tracing::error!(error = %e, "RAGCHAT_INGEST_ON_START failed");
                 state
                     .health

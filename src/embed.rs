@@ -1,5 +1,7 @@
 //! Embeddings: the `Embedder` trait and its backends (in-process MiniLM, OpenAI-compatible).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 pub mod local;
@@ -46,7 +48,7 @@ pub trait Embedder: Send + Sync {
     async fn ping(&self) -> Result<(), EmbedError>;
 
     /// Counts tokens the way this embedder does, if it can; chunking uses it to size chunks.
-    fn token_counter(&self) -> Option<&tokenizers::Tokenizer> {
+    fn token_counter(&self) -> Option<Arc<tokenizers::Tokenizer>> {
         None
     }
 }

@@ -234,9 +234,20 @@ pub async fn run(
     } else {
         indicatif::ProgressBar::hidden()
     };
+    // Reading, converting and chunking a document is CPU work (the tokenizer sizes every chunk):
+    // it runs on the blocking pool, so an ingest beside a serving process (the seed ingest) does
+    // not hold up the runtime's workers.
+    let counter = embedder.token_counter();
+    let blocking = |e: tokio::task::JoinError| IngestError::Chunking(e.to_string());
     for path in files {
         bar.set_message(source_name(&path));
-        let doc = match load(&path) {
+        let loaded = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || load(&path))
+                .await
+                .map_err(blocking)?
+        };
+        let doc = match loaded {
             Ok(doc) => doc,
             Err(reason) => {
                 bar.suspend(|| tracing::warn!(path = %path.display(), %reason, "skipped"));
@@ -253,7 +264,16 @@ pub async fn run(
             bar.inc(1);
             continue;
         }
-        let texts = chunk(&doc, chunk_tokens, chunk_overlap, embedder.token_counter())?;
+        let (doc, texts) = {
+            let counter = counter.clone();
+            tokio::task::spawn_blocking(move || {
+                let texts = chunk(&doc, chunk_tokens, chunk_overlap, counter.as_deref());
+                (doc, texts)
+            })
+            .await
+            .map_err(blocking)?
+        };
+        let texts = texts?;
         let vectors = embedder.embed(texts.clone()).await?;
         let points: Vec<ChunkPoint> = texts
             .into_iter()
@@ -277,9 +297,9 @@ pub async fn run(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    if summary.indexed > 0 {
-        index.finish_ingest().await?;
-    }
+    // Also when nothing changed: an earlier run may have been cut off after writing its last
+    // document and before this step (nothing to do costs little).
+    index.finish_ingest().await?;
     summary.index_total = index.count().await?;
     summary.elapsed_ms = started.elapsed().as_millis();
     Ok(summary)

@@ -19,7 +19,7 @@ const MAX_TOKENS: usize = 256;
 const BATCH: usize = 16;
 /// Passes over at most this many tokens (texts × padded length) run on one thread. A question is
 /// a few dozen tokens: its matrix products are too small to share, and waking a second core for
-/// each of them cost more than it saved (query p50 15.8 -> 13.6 ms on 2 cores; docs/benchmarks.md).
+/// each of them cost more than it saved (query p50 17.7 -> 13.5 ms on 2 cores; docs/benchmarks.md).
 /// Ingest batches are thousands of tokens and keep every core.
 const SMALL_PASS_TOKENS: usize = 512;
 
@@ -33,7 +33,7 @@ pub struct LocalEmbedder {
 
 struct Model {
     bert: BertModel,
-    tokenizer: Tokenizer,
+    tokenizer: Arc<Tokenizer>,
     dim: usize,
     name: String,
     /// A one-thread pool: candle's matrix products split their work over the rayon pool they
@@ -82,7 +82,7 @@ impl LocalEmbedder {
         Ok(Self {
             inner: Arc::new(Model {
                 bert,
-                tokenizer,
+                tokenizer: Arc::new(tokenizer),
                 dim: config.hidden_size,
                 name,
                 single,
@@ -188,7 +188,7 @@ impl Embedder for LocalEmbedder {
         Ok(())
     }
 
-    fn token_counter(&self) -> Option<&Tokenizer> {
-        Some(&self.inner.tokenizer)
+    fn token_counter(&self) -> Option<Arc<Tokenizer>> {
+        Some(Arc::clone(&self.inner.tokenizer))
     }
 }

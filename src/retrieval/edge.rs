@@ -61,18 +61,29 @@ impl EdgeIndex {
                 // placement): reopen with the new placement and let the engine rebuild the
                 // segments that differ. Only the dense vector is named: the stored sparse one is
                 // kept as it is.
+                // The engine saves the new placement as it opens, before the rebuild: a marker
+                // file says a move is under way until it is done, so a move cut off part-way is
+                // finished at the next open.
                 Some(dense) if dense.size == dim && dense.memory_placement() != Some(memory) => {
                     tracing::info!(index = %dir.display(), ?memory,
                         "moving the index's vectors to the configured placement (once)");
+                    std::fs::write(dir.join(MOVING), b"").map_err(|e| open_err(&e))?;
                     let mut dense = dense.clone();
                     dense.memory = Some(memory);
                     let config = EdgeConfigBuilder::new().vector(DENSE, dense).build();
                     let shard = EdgeShard::load(dir, Some(config)).map_err(|e| open_err(&e))?;
-                    shard.optimize().map_err(engine)?;
-                    shard.flush().map_err(engine)?;
+                    finish_move(&shard, dir)?;
                     shard
                 }
-                _ => EdgeShard::load(dir, None).map_err(|e| open_err(&e))?,
+                _ => {
+                    let shard = EdgeShard::load(dir, None).map_err(|e| open_err(&e))?;
+                    if dir.join(MOVING).exists() {
+                        tracing::info!(index = %dir.display(),
+                            "finishing a move of the index's vectors that was cut off");
+                        finish_move(&shard, dir)?;
+                    }
+                    shard
+                }
             }
         } else {
             let config = EdgeConfigBuilder::new()
@@ -146,6 +157,16 @@ impl EdgeIndex {
             .await
             .map_err(engine)?
     }
+}
+
+/// Marks an index whose vectors are being moved to another placement.
+const MOVING: &str = "ragchat-moving-vectors";
+
+/// Rebuilds the segments whose placement differs from the shard's config, then clears the mark.
+fn finish_move(shard: &EdgeShard, dir: &Path) -> Result<(), IndexError> {
+    shard.optimize().map_err(engine)?;
+    shard.flush().map_err(engine)?;
+    std::fs::remove_file(dir.join(MOVING)).map_err(engine)
 }
 
 /// Declares the BM25 vector in an index made before hybrid retrieval.

@@ -480,11 +480,65 @@ async fn changing_the_vector_placement_moves_the_index_and_keeps_its_answers() {
             Some(want),
             "{memory:?} took effect"
         );
+        assert_segments_placed(dir.path(), memory);
         assert_eq!(index.count().await.expect("count"), count, "nothing lost");
         for (q, want) in questions.iter().zip(&before) {
             assert_eq!(&sources(&index, q).await, want, "{memory:?}: {q}");
         }
     }
+}
+
+/// Every segment's dense vector storage, as the engine wrote it down.
+fn segment_storage(dir: &Path) -> Vec<String> {
+    let mut kinds = Vec::new();
+    for entry in std::fs::read_dir(dir.join("segments")).expect("segments") {
+        let path = entry.expect("entry").path().join("segment.json");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("segment.json");
+            kinds.push(
+                v["config"]["vector_data"]["dense"]["storage_type"]
+                    .as_str()
+                    .expect("storage type")
+                    .to_owned(),
+            );
+        }
+    }
+    assert!(!kinds.is_empty(), "no segments in {}", dir.display());
+    kinds
+}
+
+/// The segments hold their vectors in memory exactly when `cached` is configured.
+fn assert_segments_placed(dir: &Path, memory: IndexMemory) {
+    let kinds = segment_storage(dir);
+    let in_ram = memory == IndexMemory::Cached;
+    assert!(
+        kinds.iter().all(|k| k.starts_with("InRam") == in_ram),
+        "{memory:?}: {kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_placement_move_cut_off_part_way_is_finished_at_the_next_open() {
+    let (dir, index) = rare_terms_edge_index().await;
+    let count = index.count().await.expect("count");
+    drop(index);
+    {
+        // The process died after the engine saved the new placement, before the rebuild.
+        std::fs::write(dir.path().join("ragchat-moving-vectors"), b"").expect("marker");
+        let stored = qdrant_edge::EdgeConfig::load(dir.path())
+            .expect("config")
+            .expect("readable");
+        let mut dense = stored.vectors.get("dense").expect("dense").clone();
+        dense.memory = Some(qdrant_edge::Memory::Cached);
+        let config = EdgeConfigBuilder::new().vector("dense", dense).build();
+        let shard = EdgeShard::load(dir.path(), Some(config)).expect("loads");
+        shard.flush().expect("flush");
+    }
+    assert_segments_placed(dir.path(), IndexMemory::Cold);
+    let index = EdgeIndex::open(dir.path(), embedder().dim(), IndexMemory::Cached).expect("opens");
+    assert_segments_placed(dir.path(), IndexMemory::Cached);
+    assert!(!dir.path().join("ragchat-moving-vectors").exists());
+    assert_eq!(index.count().await.expect("count"), count);
 }
 
 /// The sources of the top five hybrid hits, in order.
