@@ -101,9 +101,18 @@ async fn the_index_survives_a_reopen_and_refuses_another_vector_size() {
     let reopened = EdgeIndex::open(data.path(), e.dim(), IndexMemory::default()).expect("reopens");
     assert_eq!(reopened.count().await.expect("count"), 3);
     drop(reopened);
-    let err = EdgeIndex::open(data.path(), 1536, IndexMemory::default())
-        .err()
-        .expect("refused")
-        .to_string();
-    assert!(err.contains("384") && err.contains("1536"), "{err}");
+    // With either placement: a different one must not start moving an index it will refuse.
+    for memory in [IndexMemory::Cold, IndexMemory::Cached] {
+        let err = EdgeIndex::open(data.path(), 1536, memory)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("384") && err.contains("1536"),
+            "{memory:?}: {err}"
+        );
+        assert!(!data.path().join("ragchat-moving-vectors").exists());
+    }
+    let reopened = EdgeIndex::open(data.path(), e.dim(), IndexMemory::default()).expect("reopens");
+    assert_eq!(reopened.count().await.expect("count"), 3);
 }
