@@ -144,6 +144,17 @@ fn error_response(status: StatusCode, message: &str, kind: &str) -> Response {
     json_response(status, sse::error_body(status.as_u16(), message, kind))
 }
 
+/// A request body, or the 400 an OpenAI-compatible server answers to JSON it cannot read.
+fn parse_request<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid JSON: {e}"),
+            "invalid_request_error",
+        ))
+    })
+}
+
 #[derive(Deserialize)]
 struct ChatRequest {
     messages: Option<serde_json::Value>,
@@ -179,15 +190,9 @@ fn prompt_tokens(messages: &[serde_json::Value]) -> u32 {
 }
 
 async fn chat(State(sim): State<Sim>, body: Bytes) -> Response {
-    let request: ChatRequest = match serde_json::from_slice(&body) {
+    let request: ChatRequest = match parse_request(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid JSON: {e}"),
-                "invalid_request_error",
-            );
-        }
+        Err(response) => return *response,
     };
     let Some(serde_json::Value::Array(messages)) = &request.messages else {
         return error_response(
@@ -543,15 +548,9 @@ struct EmbeddingsResponse {
 }
 
 async fn embeddings(State(sim): State<Sim>, body: Bytes) -> Response {
-    let request: EmbeddingsRequest = match serde_json::from_slice(&body) {
+    let request: EmbeddingsRequest = match parse_request(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid JSON: {e}"),
-                "invalid_request_error",
-            );
-        }
+        Err(response) => return *response,
     };
     let inputs: Vec<String> = match request.input {
         serde_json::Value::String(s) => vec![s],

@@ -48,11 +48,12 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 /// `GET /health`: versions, every component's state and latency, the record path.
 pub async fn details(State(state): State<AppState>) -> impl IntoResponse {
     let report = state.health.report(&state).await;
+    let seeding = state.health.seeding();
     Json(json!({
         "version": crate::VERSION,
         "protocol": crate::chat::protocol::PROTOCOL,
-        "ready": report.ready && state.health.seeding().is_none(),
-        "seed": state.health.seeding().unwrap_or_else(|| "done".into()),
+        "ready": report.ready && seeding.is_none(),
+        "seed": seeding.unwrap_or_else(|| "done".into()),
         "components": {
             "index": report.index,
             "embedder": report.embedder,

@@ -92,12 +92,6 @@ fn retry_after_ms(headers: &reqwest::header::HeaderMap) -> Option<u64> {
         .map(|ms| ms as u64)
 }
 
-/// The `error.message` of an OpenAI-shaped error body.
-fn error_message(body: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(body).ok()?;
-    Some(v.get("error")?.get("message")?.as_str()?.to_owned())
-}
-
 #[derive(Serialize)]
 struct CompletionBody<'a> {
     model: &'a str,
@@ -388,14 +382,9 @@ impl ChatModel for OpenAiChat {
         if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
             Ok(())
         } else {
+            let retry_after_ms = retry_after_ms(response.headers());
             let body = response.text().await.unwrap_or_default();
-            Err(classify(
-                Some(status.as_u16()),
-                None,
-                None,
-                error_message(&body).unwrap_or_else(|| format!("HTTP {status}")),
-                None,
-            ))
+            Err(http_error(status, retry_after_ms, &body))
         }
     }
 }

@@ -330,6 +330,16 @@ pub async fn replay_server() -> SocketAddr {
     fn sse(body: String) -> Response {
         ([("content-type", "text/event-stream")], body).into_response()
     }
+    /// An event stream sent piece by piece, as `body` yields them.
+    fn sse_stream(
+        body: impl futures::Stream<Item = Result<String, std::io::Error>> + Send + 'static,
+    ) -> Response {
+        (
+            [("content-type", "text/event-stream")],
+            axum::body::Body::from_stream(body),
+        )
+            .into_response()
+    }
     fn json(status: u16, body: String) -> Response {
         (
             axum::http::StatusCode::from_u16(status).expect("status"),
@@ -377,11 +387,7 @@ pub async fn replay_server() -> SocketAddr {
                 let head = first_chunks(2);
                 let body = futures::stream::once(async move { Ok::<_, std::io::Error>(head) })
                     .chain(futures::stream::pending());
-                (
-                    [("content-type", "text/event-stream")],
-                    axum::body::Body::from_stream(body),
-                )
-                    .into_response()
+                sse_stream(body)
             }
             // Every chunk of the basic answer, 300 ms apart: slow, but never stalled.
             "slow" => {
@@ -394,11 +400,7 @@ pub async fn replay_server() -> SocketAddr {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     Ok::<_, std::io::Error>(chunk)
                 });
-                (
-                    [("content-type", "text/event-stream")],
-                    axum::body::Body::from_stream(body),
-                )
-                    .into_response()
+                sse_stream(body)
             }
             // Two chunks, then only heartbeats (a proxy keeping the connection open), 300 ms
             // apart, forever.
@@ -410,11 +412,7 @@ pub async fn replay_server() -> SocketAddr {
                 });
                 let body = futures::stream::once(async move { Ok::<_, std::io::Error>(head) })
                     .chain(beats);
-                (
-                    [("content-type", "text/event-stream")],
-                    axum::body::Body::from_stream(body),
-                )
-                    .into_response()
+                sse_stream(body)
             }
             // A very long answer, as fast as the reader takes it: a content chunk of the basic
             // answer repeated `LONG_ANSWER_TOKENS` times, then its finish chunk.
@@ -435,11 +433,7 @@ pub async fn replay_server() -> SocketAddr {
                     (0..LONG_ANSWER_TOKENS / 100).map(move |_| Ok::<_, std::io::Error>(batch.clone())),
                 )
                 .chain(futures::stream::once(async move { Ok(tail) }));
-                (
-                    [("content-type", "text/event-stream")],
-                    axum::body::Body::from_stream(body),
-                )
-                    .into_response()
+                sse_stream(body)
             }
             _ => json(404, r#"{"error":{"message":"no such scenario"}}"#.into()),
         }
