@@ -1,0 +1,73 @@
+//! What one turn may take and how it is built.
+
+use clap::Args;
+
+use super::{ConfigError, invalid};
+
+/// What one turn may take and how it is built.
+#[derive(Debug, Clone, Args)]
+pub struct ChatConfig {
+    /// Integration-test mode for every socket: no token frames, `done` carries the whole answer
+    /// (true/false, 1/0, yes/no, on/off).
+    #[arg(long, env = "RAGCHAT_TEST_MODE", default_value = "false", global = true,
+          action = clap::ArgAction::Set, value_name = "BOOL",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub test_mode: bool,
+
+    /// Number of chunks retrieved and shown to the model per question.
+    #[arg(long, env = "RAGCHAT_TOP_K", default_value_t = 4, global = true)]
+    pub top_k: usize,
+
+    /// Longest question accepted, in characters.
+    #[arg(
+        long,
+        env = "RAGCHAT_MAX_QUESTION_CHARS",
+        default_value_t = 4000,
+        global = true
+    )]
+    pub max_question_chars: usize,
+
+    /// Most history messages a client may send with one ask.
+    #[arg(
+        long,
+        env = "RAGCHAT_MAX_HISTORY_MESSAGES",
+        default_value_t = 50,
+        global = true
+    )]
+    pub max_history_messages: usize,
+
+    /// Longest single history message accepted, in characters.
+    #[arg(
+        long,
+        env = "RAGCHAT_MAX_HISTORY_MESSAGE_CHARS",
+        default_value_t = 16000,
+        global = true
+    )]
+    pub max_history_message_chars: usize,
+
+    /// Token budget for conversation history in the prompt; oldest turns are dropped first.
+    #[arg(
+        long,
+        env = "RAGCHAT_HISTORY_TOKENS",
+        default_value_t = 512,
+        global = true
+    )]
+    pub history_tokens: usize,
+
+    /// Replaces the built-in system instructions of the grounded prompt.
+    #[arg(long, env = "RAGCHAT_SYSTEM_PROMPT", global = true)]
+    pub system_prompt: Option<String>,
+}
+
+impl ChatConfig {
+    /// Checks what clap cannot.
+    pub(super) fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.top_k == 0 || self.top_k > 50 {
+            return Err(invalid("RAGCHAT_TOP_K", "must be between 1 and 50"));
+        }
+        if self.max_question_chars == 0 {
+            return Err(invalid("RAGCHAT_MAX_QUESTION_CHARS", "must be at least 1"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! Embedder settings.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use secrecy::SecretString;
+
+use super::{ConfigError, check_url, invalid};
+
+/// Which embedder turns text into vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmbedderKind {
+    /// all-MiniLM-L6-v2 in-process (candle), loaded from `RAGCHAT_EMBED_MODEL_DIR`.
+    Local,
+    /// Any OpenAI-compatible `/v1/embeddings` endpoint.
+    Openai,
+}
+
+/// Embedder settings.
+#[derive(Debug, Clone, Args)]
+pub struct EmbedConfig {
+    /// Embedder backend.
+    #[arg(
+        id = "embedder",
+        long = "embedder",
+        env = "RAGCHAT_EMBEDDER",
+        value_enum,
+        default_value = "local",
+        global = true
+    )]
+    pub kind: EmbedderKind,
+
+    /// Directory of the local model (config.json, tokenizer.json, model.safetensors).
+    /// Default: ~/.cache/ragchat/models/all-MiniLM-L6-v2 (what `make run` fetches).
+    #[arg(
+        id = "embed_model_dir",
+        long = "embed-model-dir",
+        env = "RAGCHAT_EMBED_MODEL_DIR",
+        global = true
+    )]
+    pub model_dir: Option<PathBuf>,
+
+    /// Base URL of the OpenAI-compatible embeddings endpoint (e.g. https://api.openai.com/v1).
+    #[arg(
+        id = "embed_url",
+        long = "embed-url",
+        env = "RAGCHAT_EMBED_URL",
+        global = true
+    )]
+    pub url: Option<String>,
+
+    /// API key for the embeddings endpoint.
+    #[arg(
+        id = "embed_api_key",
+        long = "embed-api-key",
+        env = "RAGCHAT_EMBED_API_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub api_key: Option<SecretString>,
+
+    /// Model name sent to the embeddings endpoint.
+    #[arg(
+        id = "embed_model",
+        long = "embed-model",
+        env = "RAGCHAT_EMBED_MODEL",
+        default_value = "text-embedding-3-small",
+        global = true
+    )]
+    pub model: String,
+}
+
+impl EmbedConfig {
+    /// Checks the endpoint, or finds the local model directory (filling in its default).
+    pub(super) fn validate(&mut self) -> Result<(), ConfigError> {
+        match self.kind {
+            EmbedderKind::Local => {
+                let dir = match self.model_dir.take() {
+                    Some(dir) => dir,
+                    None => default_model_dir().ok_or_else(|| {
+                        invalid("RAGCHAT_EMBED_MODEL_DIR", "is not set and $HOME is unknown")
+                    })?,
+                };
+                for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+                    if !dir.join(file).is_file() {
+                        return Err(invalid(
+                            "RAGCHAT_EMBED_MODEL_DIR",
+                            format!(
+                                "{} has no {file}; point it at an all-MiniLM-L6-v2 directory \
+                                 (scripts/assets.sh models fetches one)",
+                                dir.display()
+                            ),
+                        ));
+                    }
+                }
+                self.model_dir = Some(dir);
+            }
+            EmbedderKind::Openai => match &self.url {
+                Some(url) => check_url("RAGCHAT_EMBED_URL", url)?,
+                None => {
+                    return Err(invalid(
+                        "RAGCHAT_EMBED_URL",
+                        "is required when RAGCHAT_EMBEDDER=openai",
+                    ));
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+/// `$RAGCHAT_CACHE/models/all-MiniLM-L6-v2`, else `~/.cache/ragchat/models/all-MiniLM-L6-v2`:
+/// where `scripts/assets.sh` puts the model.
+fn default_model_dir() -> Option<PathBuf> {
+    let cache = match std::env::var_os("RAGCHAT_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/ragchat"),
+    };
+    Some(cache.join("models/all-MiniLM-L6-v2"))
+}

@@ -1,0 +1,142 @@
+//! Chat model settings.
+
+use clap::{Args, ValueEnum};
+use secrecy::SecretString;
+
+use super::{ConfigError, check_url, invalid};
+
+/// Which flavour of OpenAI-compatible chat endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LlmProvider {
+    /// OpenAI, llama-server, Ollama, vLLM: `{base}/chat/completions`.
+    Openai,
+    /// Azure OpenAI: `{base}/openai/deployments/{deployment}/chat/completions?api-version=…`.
+    Azure,
+}
+
+/// Chat model settings.
+#[derive(Debug, Clone, Args)]
+pub struct LlmConfig {
+    /// OpenAI-compatible base URL, up to and including `/v1` (Azure: the resource endpoint).
+    #[arg(
+        id = "llm_url",
+        long = "llm-url",
+        env = "RAGCHAT_LLM_URL",
+        default_value = "http://127.0.0.1:8080/v1",
+        global = true
+    )]
+    pub url: String,
+
+    /// Endpoint flavour: openai (OpenAI, llama-server, Ollama, vLLM) or azure.
+    #[arg(
+        id = "llm_provider",
+        long = "llm-provider",
+        env = "RAGCHAT_LLM_PROVIDER",
+        value_enum,
+        default_value = "openai",
+        global = true
+    )]
+    pub provider: LlmProvider,
+
+    /// API key (Azure: the resource key). Empty for local servers.
+    #[arg(
+        id = "llm_api_key",
+        long = "llm-api-key",
+        env = "RAGCHAT_LLM_API_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub api_key: Option<SecretString>,
+
+    /// Model name (Azure: ignored; the deployment decides).
+    #[arg(
+        id = "llm_model",
+        long = "llm-model",
+        env = "RAGCHAT_LLM_MODEL",
+        default_value = "smollm2",
+        global = true
+    )]
+    pub model: String,
+
+    /// Azure OpenAI deployment name.
+    #[arg(
+        long = "llm-azure-deployment",
+        env = "RAGCHAT_LLM_AZURE_DEPLOYMENT",
+        global = true
+    )]
+    pub azure_deployment: Option<String>,
+
+    /// Azure OpenAI api-version.
+    #[arg(
+        long = "llm-azure-api-version",
+        env = "RAGCHAT_LLM_AZURE_API_VERSION",
+        default_value = "2024-10-21",
+        global = true
+    )]
+    pub azure_api_version: String,
+
+    /// Sampling temperature, 0 to 2.
+    #[arg(
+        long = "llm-temperature",
+        env = "RAGCHAT_LLM_TEMPERATURE",
+        default_value_t = 0.2,
+        global = true
+    )]
+    pub temperature: f32,
+
+    /// Most tokens generated per answer.
+    #[arg(
+        long = "llm-max-tokens",
+        env = "RAGCHAT_LLM_MAX_TOKENS",
+        default_value_t = 384,
+        global = true
+    )]
+    pub max_tokens: u32,
+
+    /// Milliseconds to wait for a TCP/TLS connection to the chat endpoint.
+    #[arg(
+        long = "llm-connect-timeout-ms",
+        env = "RAGCHAT_LLM_CONNECT_TIMEOUT_MS",
+        default_value_t = 3000,
+        global = true
+    )]
+    pub connect_timeout_ms: u64,
+
+    /// Seconds to wait for the first token, and between two tokens, before giving up.
+    #[arg(
+        long = "llm-stall-timeout-secs",
+        env = "RAGCHAT_LLM_STALL_TIMEOUT_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub stall_timeout_secs: u64,
+}
+
+impl LlmConfig {
+    /// Checks what clap cannot.
+    pub(super) fn validate(&mut self) -> Result<(), ConfigError> {
+        if !(0.0..=2.0).contains(&self.temperature) {
+            return Err(invalid(
+                "RAGCHAT_LLM_TEMPERATURE",
+                "must be between 0 and 2",
+            ));
+        }
+        if self.max_tokens == 0 {
+            return Err(invalid("RAGCHAT_LLM_MAX_TOKENS", "must be at least 1"));
+        }
+        if !(1..=86_400).contains(&self.stall_timeout_secs) {
+            return Err(invalid(
+                "RAGCHAT_LLM_STALL_TIMEOUT_SECS",
+                "must be between 1 and 86400 (a day)",
+            ));
+        }
+        check_url("RAGCHAT_LLM_URL", &self.url)?;
+        if self.provider == LlmProvider::Azure && self.azure_deployment.is_none() {
+            return Err(invalid(
+                "RAGCHAT_LLM_AZURE_DEPLOYMENT",
+                "is required when RAGCHAT_LLM_PROVIDER=azure",
+            ));
+        }
+        Ok(())
+    }
+}
