@@ -178,8 +178,9 @@ files = (chunks + per_file - 1) // per_file
 for f in range(first, first + files):
     with open(os.path.join(out, f"doc{f:05}.txt"), "w") as fh:
         for i in range(per_file):
-            # ~60 characters = one 16-token chunk (4 characters a token) per paragraph.
-            fh.write(f"Record {f}-{i}: " + " ".join(rng.choice(words) for _ in range(6)) + ".\n\n")
+            # At most 63 characters (the longest label, five of the longest words): one 16-token
+            # chunk (64 characters at 4 a token) per paragraph, so the index holds about CHUNKS.
+            fh.write(f"R{f}-{i}: " + " ".join(rng.choice(words) for _ in range(5)) + ".\n\n")
 PY
 }
 ingest_big() { # ingest_big DIR
