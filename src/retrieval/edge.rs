@@ -54,10 +54,7 @@ impl EdgeIndex {
         let open_err = |e: &dyn std::fmt::Display| {
             IndexError::Open(format!("cannot open the index at {}: {e}", dir.display()))
         };
-        let threads = search_threads(
-            count_segments(dir),
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
-        );
+        let threads = search_threads(count_segments(dir));
         let shard = if let Some(stored) = EdgeConfig::load(dir) {
             let stored = stored.map_err(|e| open_err(&e))?;
             match stored.vectors.get(DENSE) {
@@ -172,26 +169,40 @@ impl EdgeIndex {
 /// Marks an index whose vectors are being moved to another placement.
 const MOVING: &str = "ragchat-moving-vectors";
 
-/// Segment directories of the shard in `dir` (0 for a new one).
+/// Segments of the shard in `dir` as the engine will load them: directories with a
+/// `version.info`, neither hidden nor `.deleted` leftovers (it skips or removes those). 0 for a
+/// new shard.
 fn count_segments(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("segments")).map_or(0, |entries| {
         entries
             .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|e| {
+                let path = e.path();
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                !name.starts_with('.')
+                    && !name.ends_with(".deleted")
+                    && path.join("version.info").is_file()
+            })
             .count()
     })
 }
 
-/// Threads of the engine's per-segment search pool: one per segment beyond the appendable one
-/// (which takes new points and is near empty after an optimize), capped at the cores. With one
-/// thread the engine searches on the caller's own thread, one of our blocking threads, so
-/// questions still search in parallel; a bigger pool only pays off when one question's search
-/// spans several full segments. The engine's default (4 per core) made every search hop to its
-/// pool and wake idle threads: on a one-segment index, search p50 0.50-0.55 -> 0.22-0.30 ms and
-/// up to 9 % less CPU at 1,500 streams (docs/benchmarks.md). Sized at open: segments the index
-/// gains while serving (a seed) search one after the other until the next start.
-fn search_threads(segments: usize, cores: usize) -> usize {
-    segments.saturating_sub(1).clamp(1, cores.max(1))
+/// Threads of the engine's per-segment search pool, for a shard of `segments` segments.
+///
+/// One while at most one segment holds data beside the appendable one (which takes new points
+/// and is near empty after an optimize): that is what our ingest leaves. With one thread the
+/// engine searches on the calling thread, one of our blocking threads, so questions still search
+/// in parallel; its default pool (4 threads per core) made every search hop to it and wake idle
+/// threads. On a one-segment index: search p50 0.50-0.55 -> 0.22-0.30 ms and 0-9 points less CPU
+/// at 1,500 streams (docs/benchmarks.md). With more segments, 0: the engine's default, which
+/// searches them in parallel and has threads to spare for page faults of `cold` vectors.
+///
+/// The engine saves the value in the shard's config and reuses it when none is given: to go back
+/// to its default, pass 0, not nothing. Sized at open: a shard that gains segments while serving
+/// (a seed) keeps its pool until the next start.
+fn search_threads(segments: usize) -> usize {
+    if segments <= 2 { 1 } else { 0 }
 }
 
 /// Rebuilds the segments whose placement differs from the shard's config, then clears the mark.
@@ -510,19 +521,37 @@ impl VectorIndex for EdgeIndex {
 
 #[cfg(test)]
 mod tests {
-    use super::search_threads;
+    use super::{count_segments, search_threads};
 
     #[test]
     fn searches_on_the_callers_thread_unless_several_segments_hold_data() {
-        assert_eq!(search_threads(0, 2), 1, "a new index");
-        assert_eq!(search_threads(1, 2), 1, "only the appendable segment");
+        assert_eq!(search_threads(0), 1, "a new index");
+        assert_eq!(search_threads(1), 1, "only the appendable segment");
         assert_eq!(
-            search_threads(2, 2),
+            search_threads(2),
             1,
             "one optimized segment and the appendable one"
         );
-        assert_eq!(search_threads(3, 8), 2);
-        assert_eq!(search_threads(9, 4), 4, "capped at the cores");
-        assert_eq!(search_threads(9, 0), 1);
+        assert_eq!(search_threads(3), 0, "several: the engine's own pool");
+    }
+
+    #[test]
+    fn counts_the_segments_the_engine_loads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert_eq!(count_segments(dir.path()), 0, "no segments directory yet");
+        let segments = dir.path().join("segments");
+        for name in [
+            "0b7a4c1e-2f7d-4f3c-9a57-3e1f6f0c2d11",
+            "5d1f2a9b-8c3e-4b6a-a1d2-7e9f0b3c4d55",
+            ".0b7a4c1e-2f7d-4f3c-9a57-3e1f6f0c2d12",
+            "0b7a4c1e-2f7d-4f3c-9a57-3e1f6f0c2d13.deleted",
+        ] {
+            std::fs::create_dir_all(segments.join(name)).expect("segment dir");
+            std::fs::write(segments.join(name).join("version.info"), b"1").expect("version");
+        }
+        // Cut off while being written: no version file, removed by the engine at load.
+        std::fs::create_dir_all(segments.join("7c2e")).expect("segment dir");
+        std::fs::write(segments.join("manifest.json"), b"{}").expect("file");
+        assert_eq!(count_segments(dir.path()), 2);
     }
 }
