@@ -57,9 +57,9 @@ impl OpenAiChat {
             }
         };
         // No overall timeout: an answer streams for as long as it takes. Stalls are caught per
-        // chunk instead (see `stall`). No retries either: a 429 or a refused connection retried
-        // with back-off would hide an outage behind seconds of silence; a chat user is better
-        // served by a prompt `llm_unavailable` or `busy`.
+        // chunk instead (see `stall`). No retries with back-off: a 429 or a refused connection
+        // retried for seconds would hide an outage behind silence; a chat user is better served
+        // by a prompt `llm_unavailable` or `busy`. The one retry is in `send`.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .tcp_nodelay(true)
@@ -217,6 +217,38 @@ fn http_error(status: reqwest::StatusCode, retry_after_ms: Option<u64>, body: &s
     )
 }
 
+/// Sends the request, once more at once if the connection failed after it was made and before
+/// any response. That is the race of a kept-alive connection the server closes as idle just as
+/// a request goes out on it (llama-server and uvicorn close them after 5 s): the request never
+/// reached the model, and a new connection carries it. A refused connection is not retried (the
+/// endpoint is down: say so now), nor is anything after a response began.
+async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, LlmError> {
+    let again = request.try_clone();
+    match request.send().await {
+        Err(e) if e.is_request() && !e.is_connect() && !e.is_timeout() => {
+            let Some(again) = again else {
+                return Err(unavailable(&e));
+            };
+            tracing::debug!(error = %unavailable(&e), "chat request failed before any response; sending it again");
+            again.send().await.map_err(|e| unavailable(&e))
+        }
+        result => result.map_err(|e| unavailable(&e)),
+    }
+}
+
+/// `Unavailable` with the whole chain of causes: reqwest's own message ("error sending request
+/// for url …") leaves out the one that says what happened.
+fn unavailable(e: &reqwest::Error) -> LlmError {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    LlmError::Unavailable(message)
+}
+
 /// A heartbeat (vLLM, some proxies): no chunk, and no sign that the model is still generating.
 fn is_heartbeat(event: &Event) -> bool {
     event.event == "keepalive" || event.data.is_empty()
@@ -331,10 +363,9 @@ impl ChatModel for OpenAiChat {
             .request(reqwest::Method::POST, "/chat/completions")
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
-        let response = tokio::time::timeout(stall, request.send())
+        let response = tokio::time::timeout(stall, send(request))
             .await
-            .map_err(|_| no_response())?
-            .map_err(|e| LlmError::Unavailable(e.to_string()))?;
+            .map_err(|_| no_response())??;
         let status = response.status();
         if !status.is_success() {
             let retry_after_ms = retry_after_ms(response.headers());
@@ -376,7 +407,7 @@ impl ChatModel for OpenAiChat {
             .timeout(Duration::from_secs(3))
             .send()
             .await
-            .map_err(|e| LlmError::Unavailable(e.to_string()))?;
+            .map_err(|e| unavailable(&e))?;
         let status = response.status();
         // 404: the endpoint has no model list (Azure deployments); it answered, so it is up.
         if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {

@@ -4,6 +4,7 @@
 use futures::StreamExt;
 use ragchat::error::{ApiError, ErrorCode};
 use ragchat::llm::{ChatEvent, ChatMessage, ChatModel, LlmError, OpenAiChat};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{config, dead_url, replay_server};
 
@@ -154,4 +155,101 @@ async fn connection_refused_is_unavailable() {
     let api: ApiError = error.expect("refused").into();
     assert_eq!(api.code, ErrorCode::LlmUnavailable);
     assert!(model.ping().await.is_err());
+}
+
+/// Reads one whole HTTP request (headers and a `content-length` body) from `socket`.
+async fn read_request(socket: &mut tokio::net::TcpStream) {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = socket.read(&mut buf).await.expect("read");
+        assert!(n > 0, "the client closed before sending a whole request");
+        request.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&request);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if request.len() >= end + 4 + length {
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connection_closed_before_any_response_is_sent_again_once() {
+    // What llama-server and uvicorn do to a kept-alive connection idle for 5 s, just as a request
+    // goes out on it: the request is read, then the connection closes without an answer. The
+    // next connection gets the recorded answer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let answer = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/llama-server/stream-basic.sse"),
+    )
+    .expect("fixture");
+    let server = tokio::spawn(async move {
+        let (mut first, _) = listener.accept().await.expect("accept");
+        read_request(&mut first).await;
+        drop(first);
+        let (mut second, _) = listener.accept().await.expect("accept");
+        read_request(&mut second).await;
+        let head =
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+        second.write_all(head.as_bytes()).await.expect("write");
+        second.write_all(answer.as_bytes()).await.expect("write");
+        second.shutdown().await.expect("shutdown");
+        // A third request would be a retry too many: nobody answers it.
+        listener.accept().await.is_ok()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("http://{addr}/v1");
+    let model = OpenAiChat::new(&config(dir.path(), &url, &[]).llm).expect("client");
+    let (events, error) = collect(&model).await;
+    assert_eq!(error, None);
+    assert_eq!(text(&events), "The capital of France is Paris.");
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_connection_closed_twice_is_unavailable_and_says_why() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&requests);
+    let server = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            read_request(&mut socket).await;
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("http://{addr}/v1");
+    let model = OpenAiChat::new(&config(dir.path(), &url, &[]).llm).expect("client");
+    let (_, error) = collect(&model).await;
+    let Some(LlmError::Unavailable(message)) = error else {
+        panic!("expected unavailable, got {error:?}");
+    };
+    assert!(
+        message.contains("closed"),
+        "the cause is in the message: {message}"
+    );
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        2,
+        "sent once, then once more"
+    );
+    server.abort();
 }
