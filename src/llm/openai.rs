@@ -328,6 +328,8 @@ impl Answer {
             };
             let event = match event? {
                 Ok(event) => event,
+                // The body broke off: say why, as for a failed send.
+                Err(EventStreamError::Transport(e)) => return Some(Err(unavailable(&e))),
                 Err(e) => return Some(Err(LlmError::Unavailable(e.to_string()))),
             };
             // Heartbeats keep a connection open; they do not keep a stalled answer alive.
