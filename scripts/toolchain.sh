@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
-# Prints the rustup toolchain to build with: nothing when the default rustc is new enough for
-# rust-version (1.96, needed by qdrant-edge), else "nightly" if rustup has it installed.
+# Makes sure the toolchain pinned in rust-toolchain.toml is available, and prints its name.
+# rustup installs it where it can download; on a machine without network whose installed
+# `nightly` is that very nightly (same channel date), it is linked under the pinned name instead
+# of downloaded.
 set -euo pipefail
-need_minor=96
-minor="$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')"
-if [[ "$minor" -ge "$need_minor" ]]; then
+cd "$(dirname "$0")/.."
+pinned="$(sed -n 's/^channel = "\(.*\)"$/\1/p' rust-toolchain.toml)"
+[[ -n "$pinned" ]] || { echo "rust-toolchain.toml names no channel" >&2; exit 1; }
+if rustup run "$pinned" rustc --version >/dev/null 2>&1; then
+  echo "$pinned"
   exit 0
 fi
-toolchains="$(command -v rustup >/dev/null && rustup toolchain list || true)"
-if grep -q '^nightly' <<<"$toolchains"; then
-  echo nightly
-  exit 0
+home="${RUSTUP_HOME:-$HOME/.rustup}"
+host="$(rustc +stable -vV 2>/dev/null | sed -n 's/^host: //p' || true)"
+host="${host:-x86_64-unknown-linux-gnu}"
+nightly="$home/toolchains/nightly-$host"
+date="${pinned#nightly-}"
+if [[ -f "$nightly/lib/rustlib/multirust-channel-manifest.toml" ]] \
+  && grep -q "^date = \"$date\"" "$nightly/lib/rustlib/multirust-channel-manifest.toml"; then
+  ln -sfn "nightly-$host" "$home/toolchains/$pinned-$host"
+  echo "toolchain: the installed nightly is $pinned; linked it under that name" >&2
+else
+  echo "toolchain: installing $pinned (rust-toolchain.toml)" >&2
+  rustup toolchain install "$pinned" --profile minimal --component rustfmt,clippy >&2
 fi
-echo "ragchat needs Rust >= 1.$need_minor (found $(rustc --version)); run: rustup update stable" >&2
-exit 1
+rustup run "$pinned" rustc --version >/dev/null
+echo "$pinned"

@@ -1,5 +1,5 @@
-//! Application state, built from config in the one place where backends are chosen, and the
-//! server's run loop with graceful shutdown.
+//! Building the app from config, in the one place where backends are chosen, and the server's
+//! run loop with graceful shutdown and the background seed ingest.
 
 use std::sync::Arc;
 
@@ -9,68 +9,55 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, EmbedderKind, IndexKind, StoreKind};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, EmbedBackend, IndexBackend, LlmBackend, StoreBackend};
 use crate::embed::{Embedder, LocalEmbedder, OpenAiEmbedder};
 use crate::health::Health;
 use crate::llm::{ChatModel, OpenAiChat};
-use crate::retrieval::{EdgeIndex, IndexError, QdrantIndex, QdrantSettings, VectorIndex};
-use crate::store::{CosmosStore, RecordStore, Recorder, RecorderTask, Spool, SqliteStore};
-
-/// Everything a request needs; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    /// Validated configuration.
-    pub config: Arc<Config>,
-    /// Turns text into vectors.
-    pub embedder: Arc<dyn Embedder>,
-    /// Finds chunks.
-    pub index: Arc<dyn VectorIndex>,
-    /// Writes answers.
-    pub llm: Arc<dyn ChatModel>,
-    /// Keeps records.
-    pub store: Arc<dyn RecordStore>,
-    /// Queue in front of the store.
-    pub recorder: Recorder,
-    /// Cached readiness.
-    pub health: Arc<Health>,
-    /// Cancelled when the server starts shutting down.
-    pub shutdown: CancellationToken,
-    /// Live WebSocket sessions, so shutdown can wait for their turns (and records).
-    pub sessions: TaskTracker,
-}
+use crate::retrieval::{EdgeIndex, IndexError, IndexTransfer, IndexWriter, QdrantIndex};
+use crate::state::AppState;
+use crate::store::{
+    CosmosStore, RecordStore, Recorder, RecorderTask, RetryPolicy, Spool, SqliteStore,
+};
 
 /// The state plus the background tasks it owns.
 pub struct App {
     /// Shared state.
     pub state: AppState,
+    /// The index as ingestion sees it (the seed ingest writes through it).
+    writer: Arc<dyn IndexWriter>,
     recorder_task: RecorderTask,
 }
 
 /// Opens the embedder (the index needs its vector size).
 pub async fn open_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
-    Ok(match config.embed.kind {
-        EmbedderKind::Local => {
-            let dir = config
-                .embed
-                .model_dir
-                .clone()
-                .context("RAGCHAT_EMBED_MODEL_DIR is not set")?;
+    Ok(match &config.embed {
+        EmbedBackend::Local { model_dir } => {
+            let dir = model_dir.clone();
             let embedder = tokio::task::spawn_blocking(move || LocalEmbedder::load(&dir))
                 .await
                 .context("loading the embedding model")??;
             Arc::new(embedder)
         }
-        EmbedderKind::Openai => {
-            let url = config
-                .embed
-                .url
-                .as_deref()
-                .context("RAGCHAT_EMBED_URL is not set")?;
-            Arc::new(
-                OpenAiEmbedder::connect(url, config.embed.api_key.as_ref(), &config.embed.model)
-                    .await
-                    .context("RAGCHAT_EMBED_URL: the embeddings endpoint did not answer")?,
-            )
+        EmbedBackend::OpenAi {
+            url,
+            api_key,
+            model,
+        } => Arc::new(
+            OpenAiEmbedder::connect(url, api_key.as_ref(), model)
+                .await
+                .context("RAGCHAT_EMBED_URL: the embeddings endpoint did not answer")?,
+        ),
+    })
+}
+
+/// Opens the chat model client (no I/O).
+pub fn open_llm(config: &Config) -> anyhow::Result<Arc<dyn ChatModel>> {
+    Ok(match &config.llm.backend {
+        // Both dialects are OpenAI's wire format; async-openai knows their URLs and headers.
+        LlmBackend::OpenAi { .. } | LlmBackend::Azure { .. } => {
+            Arc::new(OpenAiChat::new(&config.llm)?)
         }
     })
 }
@@ -80,18 +67,18 @@ pub async fn open_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>>
 /// reach the embeddings endpoint or the index are retried with back-off: a replica that starts
 /// before its Qdrant server must not crash-loop. Unchanged files are skipped, so a restart costs
 /// little.
-async fn seed_index(state: AppState) {
+async fn seed_index(state: AppState, index: Arc<dyn IndexWriter>) {
     use crate::embed::EmbedError;
     use crate::ingest::IngestError;
-    let index = &state.config.index;
     let mut delay = std::time::Duration::from_secs(1);
     loop {
+        let settings = &state.config.index;
         let run = crate::ingest::run(
-            &index.ingest_on_start,
+            &settings.ingest_on_start,
             state.embedder.as_ref(),
-            state.index.as_ref(),
-            index.chunk_tokens,
-            index.chunk_overlap,
+            index.as_ref(),
+            settings.chunk_tokens,
+            settings.chunk_overlap,
         );
         let result = tokio::select! {
             _ = state.shutdown.cancelled() => return,
@@ -139,35 +126,31 @@ async fn seed_index(state: AppState) {
 }
 
 /// Opens the vector index for vectors of `dim` dimensions.
-pub async fn open_index(config: &Config, dim: usize) -> anyhow::Result<Arc<dyn VectorIndex>> {
-    Ok(match config.index.kind {
-        IndexKind::Edge => {
-            let dir = config.index_dir();
-            let memory = config.index.memory;
+pub async fn open_index(config: &Config, dim: usize) -> anyhow::Result<Arc<dyn IndexTransfer>> {
+    Ok(match &config.index.backend {
+        IndexBackend::Edge(edge) => {
+            let (dir, memory) = (edge.dir.clone(), edge.memory);
             let index = tokio::task::spawn_blocking(move || EdgeIndex::open(&dir, dim, memory))
                 .await
                 .context("opening the index")??;
             Arc::new(index)
         }
-        IndexKind::Qdrant => {
-            let settings = QdrantSettings {
-                url: config.index.qdrant_url.clone().unwrap_or_default(),
-                api_key: config.index.qdrant_api_key.clone(),
-                collection: config.index.qdrant_collection.clone(),
-                timeout: std::time::Duration::from_millis(config.index.qdrant_timeout_ms),
-            };
-            let index = QdrantIndex::new(&settings, dim)?;
+        IndexBackend::Qdrant(settings) => {
+            let index = QdrantIndex::new(settings, dim)?;
             match index.connect().await {
                 Ok(()) => {}
                 // A collection that cannot be ours: refuse, with what to do.
                 Err(e @ IndexError::Open(_)) => return Err(e.into()),
                 // Unreachable: serve anyway (unready, `retrieval_unavailable`) and connect when
                 // it answers, rather than crash-loop with the server's bad minute.
-                Err(e) => tracing::warn!(
-                    index = %index.describe(),
-                    error = %e,
-                    "the Qdrant server does not answer yet; retrieval is unavailable until it does"
-                ),
+                Err(e) => {
+                    use crate::retrieval::VectorIndex;
+                    tracing::warn!(
+                        index = %index.describe(),
+                        error = %e,
+                        "the Qdrant server does not answer yet; retrieval is unavailable until it does"
+                    );
+                }
             }
             Arc::new(index)
         }
@@ -176,12 +159,11 @@ pub async fn open_index(config: &Config, dim: usize) -> anyhow::Result<Arc<dyn V
 
 /// Opens the record store and checks it is set up as expected.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn RecordStore>> {
-    Ok(match config.store.kind {
-        StoreKind::Sqlite => Arc::new(
-            SqliteStore::open(&config.sqlite_path())
-                .with_context(|| format!("opening {}", config.sqlite_path().display()))?,
+    Ok(match &config.store.backend {
+        StoreBackend::Sqlite { path } => Arc::new(
+            SqliteStore::open(path).with_context(|| format!("opening {}", path.display()))?,
         ),
-        StoreKind::Cosmos => Arc::new(CosmosStore::open(&config.store).await?),
+        StoreBackend::Cosmos(settings) => Arc::new(CosmosStore::open(settings).await?),
     })
 }
 
@@ -189,8 +171,8 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn RecordStore>>
 pub struct Backends {
     /// Embedder.
     pub embedder: Arc<dyn Embedder>,
-    /// Vector index.
-    pub index: Arc<dyn VectorIndex>,
+    /// Vector index (turns search it; ingest and transfer write it).
+    pub index: Arc<dyn IndexTransfer>,
     /// Chat model.
     pub llm: Arc<dyn ChatModel>,
     /// Record store.
@@ -208,7 +190,7 @@ impl Backends {
         })?;
         let embedder = open_embedder(config).await?;
         let index = open_index(config, embedder.dim()).await?;
-        let llm: Arc<dyn ChatModel> = Arc::new(OpenAiChat::new(&config.llm)?);
+        let llm = open_llm(config)?;
         let store = open_store(config).await?;
         Ok(Self {
             embedder,
@@ -229,32 +211,39 @@ impl App {
     /// Assembles the app from opened backends and starts the record writer, which first
     /// replays whatever an earlier run left in the spool.
     pub fn with_backends(config: Config, backends: Backends) -> anyhow::Result<Self> {
-        let dir = config.spool_dir();
-        let spool =
-            Spool::open(&dir, &crate::store::spool::instance_name()).with_context(|| {
-                format!(
-                    "RAGCHAT_DATA_DIR: cannot open the spool in {}",
-                    dir.display()
-                )
-            })?;
+        let dir = &config.store.spool_dir;
+        let spool = Spool::open(dir, &config.instance).with_context(|| {
+            format!(
+                "RAGCHAT_DATA_DIR: cannot open the spool in {}",
+                dir.display()
+            )
+        })?;
         let (recorder, recorder_task) = Recorder::start(
             Arc::clone(&backends.store),
             Arc::new(spool),
             config.store.queue,
-            config.retry_policy(),
+            RetryPolicy::from_config(&config.store),
+        );
+        let index = Arc::clone(&backends.index);
+        let health = Health::new(
+            Arc::clone(&backends.embedder),
+            index.clone(),
+            Arc::clone(&backends.llm),
+            Arc::clone(&backends.store),
         );
         Ok(Self {
             state: AppState {
                 config: Arc::new(config),
                 embedder: backends.embedder,
-                index: backends.index,
+                index,
                 llm: backends.llm,
                 store: backends.store,
                 recorder,
-                health: Arc::new(Health::default()),
+                health: Arc::new(health),
                 shutdown: CancellationToken::new(),
                 sessions: TaskTracker::new(),
             },
+            writer: backends.index,
             recorder_task,
         })
     }
@@ -268,23 +257,16 @@ impl App {
     ) -> anyhow::Result<()> {
         let Self {
             state,
+            writer,
             recorder_task,
         } = self;
-        let seed = &state.config.index.ingest_on_start;
-        if !seed.is_empty() {
-            // A path that is not there is a mistake in the settings: say so now.
-            for path in seed {
-                anyhow::ensure!(
-                    path.exists(),
-                    "RAGCHAT_INGEST_ON_START: {}: no such file or directory",
-                    path.display()
-                );
+        let seed = match start_seed(&state, writer) {
+            Ok(seed) => seed,
+            Err(e) => {
+                recorder_task.finish().await;
+                return Err(e);
             }
-            state
-                .health
-                .set_seeding(Some("ingesting RAGCHAT_INGEST_ON_START".into()));
-            tokio::spawn(seed_index(state.clone()));
-        }
+        };
         let token = state.shutdown.clone();
         let router = crate::http::router(state.clone());
         tracing::info!(addr = %listener.local_addr()?, version = crate::VERSION, "serving");
@@ -295,30 +277,19 @@ impl App {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        axum::serve(listener, router)
+        let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: draining sockets");
                 token.cancel();
             })
             .await
-            .context("HTTP server failed")?;
-        // Upgraded sockets outlive the HTTP server: wait for their sessions (each ends its turn
-        // and queues its record), then drain the record queue.
-        state.sessions.close();
-        let grace = std::time::Duration::from_secs(state.config.server.shutdown_grace_secs + 10);
-        if tokio::time::timeout(grace, state.sessions.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                sessions = state.sessions.len(),
-                "sessions still open past the grace period"
-            );
-        }
-        recorder_task.finish().await;
+            .context("HTTP server failed");
+        // Whatever ended the server, nothing the app started outlives it.
+        state.shutdown.cancel();
+        drain(&state, seed, recorder_task).await;
         tracing::info!("stopped");
-        Ok(())
+        served
     }
 
     /// Splits into state and the writer task, for one-shot commands (`ask`).
@@ -353,4 +324,52 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
+}
+
+/// Starts the background ingest of `RAGCHAT_INGEST_ON_START`, if any; the server is unready
+/// until it is done. A path that is not there is a mistake in the settings: an error now.
+fn start_seed(
+    state: &AppState,
+    writer: Arc<dyn IndexWriter>,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
+    let seed = &state.config.index.ingest_on_start;
+    if seed.is_empty() {
+        return Ok(None);
+    }
+    for path in seed {
+        anyhow::ensure!(
+            path.exists(),
+            "RAGCHAT_INGEST_ON_START: {}: no such file or directory",
+            path.display()
+        );
+    }
+    state
+        .health
+        .set_seeding(Some("ingesting RAGCHAT_INGEST_ON_START".into()));
+    // Owned: `drain` awaits it (it stops at the shutdown token).
+    #[allow(clippy::disallowed_methods)]
+    let task = tokio::spawn(seed_index(state.clone(), writer));
+    Ok(Some(task))
+}
+
+/// After the HTTP server stops: upgraded sockets outlive it, so wait for their sessions (each
+/// ends its turn and queues its record) and the seed ingest, then drain the record queue.
+async fn drain(state: &AppState, seed: Option<JoinHandle<()>>, recorder: RecorderTask) {
+    state.sessions.close();
+    let grace = state.config.server.shutdown_grace() + std::time::Duration::from_secs(10);
+    if tokio::time::timeout(grace, state.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            sessions = state.sessions.len(),
+            "sessions still open past the grace period"
+        );
+    }
+    if let Some(seed) = seed
+        && let Err(e) = seed.await
+    {
+        tracing::error!(error = %e, "the seed ingest task failed");
+    }
+    recorder.finish().await;
 }

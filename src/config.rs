@@ -1,6 +1,10 @@
-//! Typed configuration: every setting is an env var (`RAGCHAT_…`) and a flag, parsed and
-//! validated once at start, then passed down. Nothing reads the environment later. One module
-//! per part of the service; [`Config`] gathers them.
+//! Typed configuration: every setting is an env var (`RAGCHAT_…`) and a flag, parsed once at
+//! start into [`ConfigArgs`] and validated into [`Config`], whose backend settings are typed
+//! (e.g. [`IndexBackend::Qdrant`] carries its URL): consumers never re-check what validation
+//! guaranteed, and nothing reads the environment later. One module per part of the service.
+
+// Doc comments of the settings are their `--help` text, where URLs are plain text.
+#![allow(rustdoc::bare_urls)]
 
 mod chat;
 mod embed;
@@ -10,16 +14,18 @@ mod server;
 mod store;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
 pub use chat::ChatConfig;
-pub use embed::{EmbedConfig, EmbedderKind};
-pub use index::{IndexConfig, IndexKind, IndexMemory, RetrievalMode};
-pub use llm::{LlmConfig, LlmProvider};
+pub use embed::{EmbedArgs, EmbedBackend, EmbedderKind};
+pub use index::{
+    EdgeSettings, IndexArgs, IndexBackend, IndexConfig, IndexKind, IndexMemory, QdrantSettings,
+    RetrievalMode,
+};
+pub use llm::{LlmArgs, LlmBackend, LlmConfig, LlmProvider};
 pub use server::ServerConfig;
-pub use store::{StoreConfig, StoreKind};
+pub use store::{CosmosSettings, StoreArgs, StoreBackend, StoreConfig, StoreKind};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -30,9 +36,10 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// Every setting of the service. Each field is `--flag` and `RAGCHAT_FLAG`.
+/// Every setting of the service as given. Each field is `--flag` and `RAGCHAT_FLAG`;
+/// [`ConfigArgs::validate`] turns it into a [`Config`].
 #[derive(Debug, Clone, Args)]
-pub struct Config {
+pub struct ConfigArgs {
     /// Directory for the embedded index and the SQLite records.
     #[arg(long, env = "RAGCHAT_DATA_DIR", default_value = "data", global = true)]
     pub data_dir: PathBuf,
@@ -47,17 +54,45 @@ pub struct Config {
     )]
     pub log_format: LogFormat,
 
+    /// This replica's name (names its record spool file). Azure App Service sets it; elsewhere
+    /// the host name is used.
+    #[arg(long, env = "WEBSITE_INSTANCE_ID", global = true)]
+    pub instance_id: Option<String>,
+
     #[command(flatten)]
     pub server: ServerConfig,
     #[command(flatten)]
     pub chat: ChatConfig,
     #[command(flatten)]
+    pub index: IndexArgs,
+    #[command(flatten)]
+    pub embed: EmbedArgs,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// The validated configuration: what every part of the service reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory for the embedded index, the SQLite records and the record spool.
+    pub data_dir: PathBuf,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// This replica's name: `WEBSITE_INSTANCE_ID`, else the host name, else `local`.
+    pub instance: String,
+    /// HTTP and WebSocket settings.
+    pub server: ServerConfig,
+    /// What a turn may take and how it is built.
+    pub chat: ChatConfig,
+    /// The vector index and chunking.
     pub index: IndexConfig,
-    #[command(flatten)]
-    pub embed: EmbedConfig,
-    #[command(flatten)]
+    /// The embedder.
+    pub embed: EmbedBackend,
+    /// The chat model.
     pub llm: LlmConfig,
-    #[command(flatten)]
+    /// The record store and the record path.
     pub store: StoreConfig,
 }
 
@@ -78,51 +113,42 @@ fn invalid(var: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-impl Config {
-    /// Checks what clap's types cannot, and fills in derived defaults. Called once at start.
-    pub fn validate(mut self) -> Result<Self, ConfigError> {
+impl ConfigArgs {
+    /// Checks what clap's types cannot and resolves each backend's settings. Called once at
+    /// start.
+    pub fn validate(mut self) -> Result<Config, ConfigError> {
         self.chat.validate()?;
         self.server.validate()?;
-        self.store.validate()?;
-        self.index.validate()?;
-        self.llm.validate()?;
-        self.embed.validate()?;
-        Ok(self)
+        let store = self.store.validate(&self.data_dir)?;
+        let index = self.index.validate(&self.data_dir)?;
+        let llm = self.llm.validate()?;
+        let embed = self.embed.validate()?;
+        Ok(Config {
+            instance: instance_name(self.instance_id.as_deref()),
+            data_dir: self.data_dir,
+            log_format: self.log_format,
+            server: self.server,
+            chat: self.chat,
+            index,
+            embed,
+            llm,
+            store,
+        })
     }
+}
 
-    /// Where the embedded index lives.
-    pub fn index_dir(&self) -> PathBuf {
-        self.data_dir.join("index")
-    }
-
-    /// Where the SQLite record store lives.
-    pub fn sqlite_path(&self) -> PathBuf {
-        self.data_dir.join("records.sqlite")
-    }
-
-    /// Where records wait when the store cannot take them.
-    pub fn spool_dir(&self) -> PathBuf {
-        self.data_dir.join("spool")
-    }
-
-    /// Retry policy of the record path.
-    pub fn retry_policy(&self) -> crate::store::RetryPolicy {
-        crate::store::RetryPolicy {
-            budget: Duration::from_secs(self.store.retry_secs),
-            attempt_timeout: Duration::from_millis(self.store.timeout_ms),
-            ..crate::store::RetryPolicy::default()
-        }
-    }
-
-    /// Keep-alive ping interval.
-    pub fn ping_interval(&self) -> Duration {
-        Duration::from_secs(self.server.ping_interval_secs)
-    }
-
-    /// Idle socket timeout.
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.server.idle_timeout_secs)
-    }
+/// `WEBSITE_INSTANCE_ID` when set, else the host name, else `local`.
+fn instance_name(given: Option<&str>) -> String {
+    given
+        .map(str::to_owned)
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "local".into())
 }
 
 fn check_url(var: &'static str, url: &str) -> Result<(), ConfigError> {
@@ -135,6 +161,20 @@ fn check_url(var: &'static str, url: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// An endpoint as shown in messages, logs and `/health`: scheme, host and port only. A path,
+/// query or credential (or a connection string pasted by mistake) never reaches a log.
+pub fn redact_endpoint(endpoint: &str) -> String {
+    match reqwest::Url::parse(endpoint) {
+        Ok(url) if !endpoint.contains("AccountKey") && url.host_str().is_some() => format!(
+            "{}://{}{}",
+            url.scheme(),
+            url.host_str().unwrap_or("?"),
+            url.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        _ => "(not an endpoint URL)".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -144,7 +184,7 @@ mod tests {
     #[derive(Parser)]
     struct Probe {
         #[command(flatten)]
-        config: Config,
+        config: ConfigArgs,
     }
 
     fn parse(args: &[&str]) -> Result<Config, String> {

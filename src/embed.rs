@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::error::{ApiError, ErrorCode};
+
 pub mod local;
 pub mod openai;
 
@@ -22,6 +24,16 @@ pub enum EmbedError {
     /// The embeddings endpoint could not be reached or answered with an error.
     #[error("embeddings endpoint: {0}")]
     Upstream(String),
+}
+
+impl From<EmbedError> for ApiError {
+    /// The embedder's own message stays in the log: it may name paths or hosts.
+    fn from(_: EmbedError) -> Self {
+        ApiError::new(
+            ErrorCode::EmbeddingUnavailable,
+            "the question could not be embedded; try again shortly",
+        )
+    }
 }
 
 /// Turns text into unit-length vectors.

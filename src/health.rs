@@ -6,19 +6,34 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::app::AppState;
+use crate::embed::Embedder;
+use crate::llm::ChatModel;
+use crate::retrieval::VectorIndex;
+use crate::store::{RecordStore, StoreError};
 
 /// How long a probe result is reused: readiness is polled often, backends should not be.
 const CACHE_FOR: Duration = Duration::from_secs(2);
 /// A probe slower than this counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A component's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentStatus {
+    /// It answers.
+    Up,
+    /// It does not answer, or is set up wrongly: the replica is not ready.
+    Down,
+    /// The record store only: failing, but turns are still answered and their records spooled,
+    /// so the replica stays ready.
+    Degraded,
+}
+
 /// One component's state.
 #[derive(Debug, Clone, Serialize)]
 pub struct Component {
-    /// `up`, `down`, or (the record store only) `degraded`: failing, but turns are still
-    /// answered and their records spooled, so the replica stays ready.
-    pub status: &'static str,
+    /// Up, down or degraded.
+    pub status: ComponentStatus,
     /// Backend description.
     pub backend: String,
     /// Latency of the last probe, in milliseconds.
@@ -31,7 +46,7 @@ pub struct Component {
 /// Every component, as of the last probe.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// True when every component is up.
+    /// True when no component is down.
     pub ready: bool,
     /// Vector index.
     pub index: Component,
@@ -43,9 +58,27 @@ pub struct Report {
     pub store: Component,
 }
 
-/// Caches the last report, and knows whether the seed ingest is still running.
-#[derive(Default)]
+impl Report {
+    /// The components that are down, by name, with why.
+    pub fn down(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("index", &self.index),
+            ("embedder", &self.embedder),
+            ("llm", &self.llm),
+            ("store", &self.store),
+        ]
+        .into_iter()
+        .filter(|(_, c)| c.status == ComponentStatus::Down)
+        .map(|(name, c)| (name, c.error.as_deref().unwrap_or("down")))
+    }
+}
+
+/// Probes the backends (cached), and knows whether the seed ingest is still running.
 pub struct Health {
+    embedder: Arc<dyn Embedder>,
+    index: Arc<dyn VectorIndex>,
+    llm: Arc<dyn ChatModel>,
+    store: Arc<dyn RecordStore>,
     last: Mutex<Option<(Instant, Arc<Report>)>>,
     /// Why the seed ingest (`RAGCHAT_INGEST_ON_START`) has not finished, while it has not.
     seeding: std::sync::Mutex<Option<String>>,
@@ -57,41 +90,42 @@ async fn probe<E: std::fmt::Display>(
 ) -> Component {
     let t = Instant::now();
     let result = tokio::time::timeout(PROBE_TIMEOUT, f).await;
-    let latency_ms = (t.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    let latency_ms = crate::turn::ms(t);
     let error = match result {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => Some(format!("no answer within {PROBE_TIMEOUT:?}")),
     };
     Component {
-        status: if error.is_none() { "up" } else { "down" },
+        status: if error.is_none() {
+            ComponentStatus::Up
+        } else {
+            ComponentStatus::Down
+        },
         backend,
         latency_ms,
         error,
     }
 }
 
-/// A store that is set up wrongly makes the replica unready; one that is merely unreachable or
-/// throttling does not: records wait in the spool while turns go on.
-async fn probe_store(state: &AppState) -> Component {
-    let mut transient = false;
-    let ping = async {
-        let result = state.store.ping().await;
-        transient = result
-            .as_ref()
-            .is_err_and(crate::store::StoreError::is_transient);
-        result
-    };
-    let mut component = probe(state.store.describe(), ping).await;
-    if component.error.is_some()
-        && (transient || component.latency_ms >= 1e3 * PROBE_TIMEOUT.as_secs_f64())
-    {
-        component.status = "degraded";
-    }
-    component
-}
-
 impl Health {
+    /// Probes these backends.
+    pub fn new(
+        embedder: Arc<dyn Embedder>,
+        index: Arc<dyn VectorIndex>,
+        llm: Arc<dyn ChatModel>,
+        store: Arc<dyn RecordStore>,
+    ) -> Self {
+        Self {
+            embedder,
+            index,
+            llm,
+            store,
+            last: Mutex::new(None),
+            seeding: std::sync::Mutex::new(None),
+        }
+    }
+
     /// Marks the seed ingest as running (with what it is doing) or, with `None`, as done.
     pub fn set_seeding(&self, status: Option<String>) {
         *self.seeding.lock().unwrap_or_else(|e| e.into_inner()) = status;
@@ -105,9 +139,27 @@ impl Health {
             .clone()
     }
 
+    /// A store that is set up wrongly makes the replica unready; one that is merely unreachable
+    /// or throttling does not: records wait in the spool while turns go on.
+    async fn probe_store(&self) -> Component {
+        let mut transient = false;
+        let ping = async {
+            let result = self.store.ping().await;
+            transient = result.as_ref().is_err_and(StoreError::is_transient);
+            result
+        };
+        let mut component = probe(self.store.describe(), ping).await;
+        if component.error.is_some()
+            && (transient || component.latency_ms >= 1e3 * PROBE_TIMEOUT.as_secs_f64())
+        {
+            component.status = ComponentStatus::Degraded;
+        }
+        component
+    }
+
     /// The current report, probing again when the cached one is stale. Concurrent callers
     /// share one probe.
-    pub async fn report(&self, state: &AppState) -> Arc<Report> {
+    pub async fn report(&self) -> Arc<Report> {
         let mut last = self.last.lock().await;
         if let Some((at, report)) = last.as_ref()
             && at.elapsed() < CACHE_FOR
@@ -115,17 +167,14 @@ impl Health {
             return Arc::clone(report);
         }
         let (index, embedder, llm, store) = tokio::join!(
-            probe(state.index.describe(), state.index.ping()),
-            probe(state.embedder.describe(), state.embedder.ping()),
-            probe(
-                format!("{} ({})", state.config.llm.url, state.llm.model()),
-                state.llm.ping()
-            ),
-            probe_store(state),
+            probe(self.index.describe(), self.index.ping()),
+            probe(self.embedder.describe(), self.embedder.ping()),
+            probe(self.llm.describe(), self.llm.ping()),
+            self.probe_store(),
         );
         let ready = [&index, &embedder, &llm, &store]
             .iter()
-            .all(|c| c.status != "down");
+            .all(|c| c.status != ComponentStatus::Down);
         let report = Arc::new(Report {
             ready,
             index,

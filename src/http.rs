@@ -4,7 +4,7 @@ use axum::Router;
 use axum::routing::get;
 use tower_http::trace::TraceLayer;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub mod health;
 pub mod page;

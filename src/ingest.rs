@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use text_splitter::{ChunkConfig, ChunkSizer, MarkdownSplitter, TextSplitter};
 
 use crate::embed::Embedder;
-use crate::retrieval::{ChunkPayload, ChunkPoint, VectorIndex, chunk_id};
+use crate::retrieval::{ChunkPayload, ChunkPoint, IndexWriter, chunk_id};
 
 /// Why ingestion as a whole failed (one bad file does not fail it).
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +213,7 @@ pub fn chunk(
 pub async fn run(
     paths: &[PathBuf],
     embedder: &dyn Embedder,
-    index: &dyn VectorIndex,
+    index: &dyn IndexWriter,
     chunk_tokens: usize,
     chunk_overlap: usize,
 ) -> Result<Summary, IngestError> {

@@ -4,21 +4,29 @@
 //! from a vector index, streams a grounded answer from an OpenAI-compatible chat model and writes
 //! one JSON record of the turn.
 //!
-//! Module map:
-//! - [`config`]: typed configuration from env vars and flags, parsed and validated once.
-//! - [`app`]: `AppState` and the one place where backends are chosen from config; `serve`.
-//! - [`http`]: the axum router: test page, `/ws` upgrade, health endpoints.
-//! - [`chat`]: one turn (embed → retrieve → prompt → stream → record), the wire protocol and the
-//!   per-socket session.
+//! Module map, lowest floor first (a module imports only from floors below it):
+//! - [`error`]: the edge error: every stable code with its HTTP status.
+//! - [`turn`]: what every turn reports (finish reason, usage, timings), shared by the protocol
+//!   and the record.
+//! - [`config`]: typed configuration from env vars and flags, parsed and validated once; each
+//!   backend's settings typed.
 //! - [`embed`]: the `Embedder` trait; in-process MiniLM (candle) and OpenAI-compatible backends.
-//! - [`retrieval`]: the `VectorIndex` trait; the embedded Qdrant Edge backend.
-//! - [`llm`]: the `ChatModel` trait; the OpenAI-compatible streaming client.
-//! - [`store`]: the `RecordStore` trait, the turn record, the SQLite backend and the writer queue.
+//! - [`retrieval`]: the `VectorIndex` trait (and the writer and transfer traits beside it); the
+//!   embedded Qdrant Edge and Qdrant server backends; export/import.
+//! - [`llm`]: the `ChatModel` trait and the rules of a streamed answer; the OpenAI-compatible
+//!   client.
+//! - [`store`]: the turn record, the `RecordStore` trait, SQLite and Cosmos DB, the writer queue
+//!   and the spool.
+//! - [`health`]: cached readiness probes of every backend.
+//! - [`state`]: `AppState`, what every request and turn may use.
+//! - [`chat`]: one turn (retrieve → prompt → generate → outcome), the wire protocol and the
+//!   per-socket session.
+//! - [`http`]: the axum router: test page, `/ws` upgrade, health endpoints.
 //! - [`ingest`]: load files, split them into chunks, embed and upsert them.
 //! - [`eval`]: labelled questions scored as recall@k and MRR against the configured index.
-//! - [`health`]: cached readiness probes of every backend.
+//! - [`app`]: the one place where backends are chosen from config; `serve` with graceful
+//!   shutdown and the seed ingest.
 //! - [`telemetry`]: the tracing subscriber (JSON logs).
-//! - [`error`]: the edge error: stable codes for clients.
 
 pub mod app;
 pub mod chat;
@@ -31,8 +39,10 @@ pub mod http;
 pub mod ingest;
 pub mod llm;
 pub mod retrieval;
+pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod turn;
 
 /// The version recorded in every turn record and reported by `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

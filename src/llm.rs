@@ -1,11 +1,15 @@
-//! The chat model: the `ChatModel` trait (a stream of answer pieces) and the OpenAI-compatible
-//! backend (OpenAI, Azure OpenAI, llama-server, Ollama, vLLM).
+//! The chat model: the `ChatModel` trait (a stream of answer pieces), the rules every streamed
+//! answer follows whatever the backend (which finish reasons exist; an answer that ends without
+//! one was cut off), and the OpenAI-compatible backend (OpenAI, Azure OpenAI, llama-server,
+//! Ollama, vLLM).
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::Serialize;
 
 use crate::error::{ApiError, ErrorCode};
+use crate::turn::FinishReason;
 
 pub mod openai;
 
@@ -25,8 +29,8 @@ pub struct ChatMessage {
 pub enum ChatEvent {
     /// The next piece of the answer.
     Token(String),
-    /// Generation ended; `length` when it hit the token limit.
-    Finish(String),
+    /// Generation ended (`stop` or `length`; never `cancelled`, which only a client causes).
+    Finish(FinishReason),
     /// Token counts, whenever the endpoint reports them.
     Usage {
         /// Prompt tokens.
@@ -34,6 +38,15 @@ pub enum ChatEvent {
         /// Generated tokens.
         completion_tokens: Option<u32>,
     },
+}
+
+/// A finish reason as an OpenAI-compatible endpoint names it: `length` means the answer hit the
+/// token limit; every other reason (`stop`, `eos`, `tool_calls`, …) means the model ended it.
+pub fn finish_reason(wire: &str) -> FinishReason {
+    match wire {
+        "length" => FinishReason::Length,
+        _ => FinishReason::Stop,
+    }
 }
 
 /// Why the model failed.
@@ -83,8 +96,51 @@ impl From<LlmError> for ApiError {
     }
 }
 
-/// A stream of answer pieces; dropping it drops the upstream request.
-pub type ChatStream = BoxStream<'static, Result<ChatEvent, LlmError>>;
+/// An answer being streamed; dropping it drops the upstream request.
+///
+/// Whatever the backend, an answer ends with a [`ChatEvent::Finish`] (usage may follow it) or
+/// an error: one that just stops was cut off, and [`ChatStream::next`] says so.
+pub struct ChatStream {
+    events: BoxStream<'static, Result<ChatEvent, LlmError>>,
+    finished: bool,
+    ended: bool,
+}
+
+impl ChatStream {
+    /// Wraps a backend's events.
+    pub fn new(events: BoxStream<'static, Result<ChatEvent, LlmError>>) -> Self {
+        Self {
+            events,
+            finished: false,
+            ended: false,
+        }
+    }
+
+    /// The next event; an error ends the answer; `None` once it has ended.
+    pub async fn next(&mut self) -> Option<Result<ChatEvent, LlmError>> {
+        if self.ended {
+            return None;
+        }
+        match self.events.next().await {
+            Some(Ok(event)) => {
+                self.finished |= matches!(event, ChatEvent::Finish(_));
+                Some(Ok(event))
+            }
+            Some(Err(e)) => {
+                self.ended = true;
+                Some(Err(e))
+            }
+            None => {
+                self.ended = true;
+                (!self.finished).then(|| {
+                    Err(LlmError::Unavailable(
+                        "the answer ended without a finish reason (cut off)".into(),
+                    ))
+                })
+            }
+        }
+    }
+}
 
 /// A chat model that streams its answer.
 #[async_trait]
@@ -95,6 +151,67 @@ pub trait ChatModel: Send + Sync {
     /// The model name, for records.
     fn model(&self) -> &str;
 
+    /// A short description for `/health`: endpoint (scheme, host, port) and model.
+    fn describe(&self) -> String;
+
     /// Cheap liveness probe for readiness.
     async fn ping(&self) -> Result<(), LlmError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn drain(events: Vec<Result<ChatEvent, LlmError>>) -> Vec<Result<ChatEvent, LlmError>> {
+        let mut stream = ChatStream::new(futures::stream::iter(events).boxed());
+        let mut out = Vec::new();
+        while let Some(e) = stream.next().await {
+            out.push(e);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_stops_without_a_finish_reason_was_cut_off() {
+        let out = drain(vec![Ok(ChatEvent::Token("Par".into()))]).await;
+        assert_eq!(out.len(), 2);
+        assert!(
+            matches!(&out[1], Err(LlmError::Unavailable(m)) if m.contains("cut off")),
+            "{out:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn usage_may_follow_the_finish_reason() {
+        let usage = ChatEvent::Usage {
+            prompt_tokens: Some(3),
+            completion_tokens: Some(1),
+        };
+        let out = drain(vec![
+            Ok(ChatEvent::Token("Paris".into())),
+            Ok(ChatEvent::Finish(FinishReason::Stop)),
+            Ok(usage.clone()),
+        ])
+        .await;
+        assert_eq!(out.last(), Some(&Ok(usage)));
+        assert_eq!(out.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn nothing_follows_an_error() {
+        let out = drain(vec![
+            Err(LlmError::Unavailable("gone".into())),
+            Ok(ChatEvent::Token("late".into())),
+        ])
+        .await;
+        assert_eq!(out, vec![Err(LlmError::Unavailable("gone".into()))]);
+    }
+
+    #[test]
+    fn only_length_means_the_limit_was_hit() {
+        assert_eq!(finish_reason("length"), FinishReason::Length);
+        for other in ["stop", "eos", "tool_calls", ""] {
+            assert_eq!(finish_reason(other), FinishReason::Stop, "{other}");
+        }
+    }
 }

@@ -1,8 +1,12 @@
 //! The `ragchat` binary: parse the CLI, set up logging, dispatch, map errors to an exit code.
 
+// The command-line front end: its commands' output (answers, records, reports) is stdout.
+#![allow(clippy::print_stdout)]
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -11,7 +15,9 @@ use clap::{Parser, Subcommand};
 use ragchat::app::{self, App};
 use ragchat::chat::protocol::ServerFrame;
 use ragchat::chat::{OutputGone, TurnEvent, TurnOutput, TurnRequest, run_turn};
-use ragchat::config::Config;
+use ragchat::config::{Config, ConfigArgs, RetrievalMode};
+use ragchat::embed::Embedder;
+use ragchat::retrieval::IndexTransfer;
 
 /// A WebSocket RAG chat service: answers questions about your documents with cited sources.
 #[derive(Parser)]
@@ -20,7 +26,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     #[command(flatten)]
-    config: Config,
+    config: ConfigArgs,
 }
 
 #[derive(Subcommand)]
@@ -120,197 +126,211 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(())
         }
-        Command::Healthcheck { url } => {
-            let url = url.unwrap_or_else(|| {
-                let port = cli.config.server.addr.port();
-                format!("http://127.0.0.1:{port}/health/live")
-            });
-            let response = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(3))
-                .build()?
-                .get(&url)
-                .send()
-                .await
-                .with_context(|| format!("{url} did not answer"))?;
-            anyhow::ensure!(
-                response.status().is_success(),
-                "{url} answered {}",
-                response.status()
-            );
-            Ok(())
-        }
+        Command::Healthcheck { url } => healthcheck(url, cli.config.server.addr.port()).await,
         Command::Records { last, conversation } => {
-            let config = cli.config.validate()?;
-            let store = app::open_store(&config).await?;
-            let records = match conversation {
-                Some(id) => store.conversation(&id, last).await?,
-                None => store.recent(last).await?,
-            };
-            let mut out = std::io::stdout().lock();
-            for record in records {
-                writeln!(out, "{}", serde_json::to_string(&record)?)?;
-            }
-            Ok(())
+            records(&cli.config.validate()?, last, conversation).await
         }
-        Command::Serve => {
-            let config = cli.config.validate()?;
-            let addr = config.server.addr;
-            let app = App::build(config).await?;
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("RAGCHAT_ADDR: cannot listen on {addr}"))?;
-            app.serve(listener, app::shutdown_signal()).await
-        }
-        Command::Ingest { paths } => {
-            let config = cli.config.validate()?;
-            let (embedder, index) = open_for_indexing(&config).await?;
-            let summary = ragchat::ingest::run(
-                &paths,
-                embedder.as_ref(),
-                index.as_ref(),
-                config.index.chunk_tokens,
-                config.index.chunk_overlap,
-            )
-            .await?;
-            if std::io::stdout().is_terminal() {
-                println!(
-                    "indexed {} of {} files ({} chunks), {} unchanged, {} skipped; \
-                     the index holds {} chunks ({} ms)",
-                    summary.indexed,
-                    summary.files,
-                    summary.chunks,
-                    summary.unchanged,
-                    summary.skipped.len(),
-                    summary.index_total,
-                    summary.elapsed_ms
-                );
-                for s in &summary.skipped {
-                    println!("  skipped {}: {}", s.path, s.reason);
-                }
+        Command::Serve => serve(cli.config.validate()?).await,
+        Command::Ingest { paths } => ingest(&cli.config.validate()?, &paths).await,
+        Command::Index { action } => index(&cli.config.validate()?, action).await,
+        Command::Eval { sets, json } => eval(&cli.config.validate()?, &sets, json).await,
+        Command::Ask { question } => ask(cli.config.validate()?, question).await,
+    }
+}
+
+async fn healthcheck(url: Option<String>, port: u16) -> anyhow::Result<()> {
+    let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{port}/health/live"));
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("{url} did not answer"))?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{url} answered {}",
+        response.status()
+    );
+    Ok(())
+}
+
+async fn records(config: &Config, last: usize, conversation: Option<String>) -> anyhow::Result<()> {
+    let store = app::open_store(config).await?;
+    let records = match (conversation, store.listing()) {
+        (Some(id), _) => store.conversation(&id, last).await?,
+        (None, Some(listing)) => listing.recent(last).await?,
+        (None, None) => anyhow::bail!(
+            "{} cannot list turns across conversations (a cross-partition ORDER BY needs a query \
+             plan the Cosmos DB Rust SDK does not run yet); use `ragchat records --conversation \
+             ID`, or Data Explorer in the Azure portal",
+            store.describe()
+        ),
+    };
+    let mut out = std::io::stdout().lock();
+    for record in records {
+        writeln!(out, "{}", serde_json::to_string(&record)?)?;
+    }
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let addr = config.server.addr;
+    let app = App::build(config).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("RAGCHAT_ADDR: cannot listen on {addr}"))?;
+    app.serve(listener, app::shutdown_signal()).await
+}
+
+async fn ingest(config: &Config, paths: &[PathBuf]) -> anyhow::Result<()> {
+    let (embedder, index) = open_for_indexing(config).await?;
+    let summary = ragchat::ingest::run(
+        paths,
+        embedder.as_ref(),
+        index.as_ref(),
+        config.index.chunk_tokens,
+        config.index.chunk_overlap,
+    )
+    .await?;
+    if !std::io::stdout().is_terminal() {
+        println!("{}", serde_json::to_string(&summary)?);
+        return Ok(());
+    }
+    println!(
+        "indexed {} of {} files ({} chunks), {} unchanged, {} skipped; the index holds {} chunks \
+         ({} ms)",
+        summary.indexed,
+        summary.files,
+        summary.chunks,
+        summary.unchanged,
+        summary.skipped.len(),
+        summary.index_total,
+        summary.elapsed_ms
+    );
+    for s in &summary.skipped {
+        println!("  skipped {}: {}", s.path, s.reason);
+    }
+    Ok(())
+}
+
+async fn index(config: &Config, action: IndexAction) -> anyhow::Result<()> {
+    use ragchat::retrieval::transfer;
+    // The embedder fixes the vector size the index is opened (or created) with.
+    let (_, index) = open_for_indexing(config).await?;
+    let stdio = |p: &PathBuf| p.as_os_str() == "-";
+    match action {
+        IndexAction::Export { file } => {
+            let n = if stdio(&file) {
+                transfer::export(index.as_ref(), std::io::stdout().lock()).await?
             } else {
-                println!("{}", serde_json::to_string(&summary)?);
-            }
-            Ok(())
+                let out = std::fs::File::create(&file)
+                    .with_context(|| format!("cannot create {}", file.display()))?;
+                transfer::export(index.as_ref(), std::io::BufWriter::new(out)).await?
+            };
+            eprintln!("exported {n} chunks from {}", index.describe());
         }
-        Command::Index { action } => {
-            let config = cli.config.validate()?;
-            // The embedder fixes the vector size the index is opened (or created) with.
-            let (_, index) = open_for_indexing(&config).await?;
-            use ragchat::retrieval::transfer;
-            let stdio = |p: &PathBuf| p.as_os_str() == "-";
-            match action {
-                IndexAction::Export { file } => {
-                    let n = if stdio(&file) {
-                        transfer::export(index.as_ref(), std::io::stdout().lock()).await?
-                    } else {
-                        let out = std::fs::File::create(&file)
-                            .with_context(|| format!("cannot create {}", file.display()))?;
-                        transfer::export(index.as_ref(), std::io::BufWriter::new(out)).await?
-                    };
-                    eprintln!("exported {n} chunks from {}", index.describe());
-                }
-                IndexAction::Import { file } => {
-                    let n = if stdio(&file) {
-                        transfer::import(std::io::stdin().lock(), index.as_ref()).await?
-                    } else {
-                        let input = std::fs::File::open(&file)
-                            .with_context(|| format!("cannot open {}", file.display()))?;
-                        transfer::import(std::io::BufReader::new(input), index.as_ref()).await?
-                    };
-                    eprintln!(
-                        "imported {n} chunks into {}; it holds {}",
-                        index.describe(),
-                        index.count().await?
-                    );
-                }
-            }
-            Ok(())
-        }
-        Command::Eval { sets, json } => {
-            let config = cli.config.validate()?;
-            let embedder = app::open_embedder(&config).await?;
-            let index = app::open_index(&config, embedder.dim()).await?;
-            anyhow::ensure!(
-                index.count().await? > 0,
-                "the index at {} is empty: ingest the corpus the questions are about first",
-                index.describe()
+        IndexAction::Import { file } => {
+            let n = if stdio(&file) {
+                transfer::import(std::io::stdin().lock(), index.as_ref()).await?
+            } else {
+                let input = std::fs::File::open(&file)
+                    .with_context(|| format!("cannot open {}", file.display()))?;
+                transfer::import(std::io::BufReader::new(input), index.as_ref()).await?
+            };
+            eprintln!(
+                "imported {n} chunks into {}; it holds {}",
+                index.describe(),
+                index.count().await?
             );
-            let modes = [
-                ragchat::config::RetrievalMode::Dense,
-                ragchat::config::RetrievalMode::Hybrid,
-            ];
-            if !json {
-                println!(
-                    "{:<28} {:<7} {:>4} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9}",
-                    "set", "mode", "n", "R@1", "R@3", "R@5", "R@10", "MRR", "search ms"
-                );
-            }
-            for set in sets {
-                let cases = ragchat::eval::load(&set)?;
-                let reports =
-                    ragchat::eval::run(&cases, embedder.as_ref(), index.as_ref(), &modes).await?;
-                let name = set.display().to_string();
-                for report in reports {
-                    if json {
-                        let line = serde_json::json!({ "set": name, "report": report });
-                        println!("{line}");
-                        continue;
-                    }
-                    let r = |k: usize| report.recall.get(&k).copied().unwrap_or(0.0);
-                    println!(
-                        "{name:<28} {:<7} {:>4} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>9.2}",
-                        report.mode.to_string(),
-                        report.questions,
-                        r(1),
-                        r(3),
-                        r(5),
-                        r(10),
-                        report.mrr,
-                        report.search_p50_ms
-                    );
-                    for o in report.outcomes.iter().filter(|o| o.rank != Some(1)) {
-                        let rank = o.rank.map_or("-".to_owned(), |r| r.to_string());
-                        println!(
-                            "    rank {rank:>2}  {}  (wanted {}, got {})",
-                            o.question,
-                            o.source,
-                            o.top.as_deref().unwrap_or("nothing")
-                        );
-                    }
-                }
-            }
-            Ok(())
         }
-        Command::Ask { question } => {
-            let config = cli.config.validate()?;
-            let (state, recorder_task) = App::build(config).await?.into_parts();
-            let ask = ragchat::chat::protocol::Ask {
-                question,
-                ..Default::default()
-            };
-            let conversation = uuid::Uuid::new_v4().to_string();
-            let request = TurnRequest::from_ask(ask, &state.config.chat, &conversation)
-                .map_err(|(_, e)| anyhow::anyhow!("{e}"))?;
-            let mut out = Terminal {
-                sources: Vec::new(),
-                failed: None,
-            };
-            let cancel = tokio_util::sync::CancellationToken::new();
-            let on_ctrl_c = cancel.clone();
-            let watcher = tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    on_ctrl_c.cancel();
-                }
-            });
-            run_turn(&state, request, Instant::now(), cancel, &mut out).await;
-            watcher.abort();
-            drop(state);
-            recorder_task.finish().await;
-            match out.failed {
-                Some(message) => anyhow::bail!(message),
-                None => Ok(()),
+    }
+    Ok(())
+}
+
+async fn eval(config: &Config, sets: &[PathBuf], json: bool) -> anyhow::Result<()> {
+    let embedder = app::open_embedder(config).await?;
+    let index = app::open_index(config, embedder.dim()).await?;
+    anyhow::ensure!(
+        index.count().await? > 0,
+        "the index at {} is empty: ingest the corpus the questions are about first",
+        index.describe()
+    );
+    let modes = [RetrievalMode::Dense, RetrievalMode::Hybrid];
+    if !json {
+        println!(
+            "{:<28} {:<7} {:>4} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9}",
+            "set", "mode", "n", "R@1", "R@3", "R@5", "R@10", "MRR", "search ms"
+        );
+    }
+    for set in sets {
+        let cases = ragchat::eval::load(set)?;
+        let reports = ragchat::eval::run(&cases, embedder.as_ref(), index.as_ref(), &modes).await?;
+        let name = set.display().to_string();
+        for report in reports {
+            if json {
+                println!("{}", serde_json::json!({ "set": name, "report": report }));
+            } else {
+                print_report(&name, &report);
             }
         }
+    }
+    Ok(())
+}
+
+fn print_report(name: &str, report: &ragchat::eval::Report) {
+    let r = |k: usize| report.recall.get(&k).copied().unwrap_or(0.0);
+    println!(
+        "{name:<28} {:<7} {:>4} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>9.2}",
+        report.mode.to_string(),
+        report.questions,
+        r(1),
+        r(3),
+        r(5),
+        r(10),
+        report.mrr,
+        report.search_p50_ms
+    );
+    for o in report.outcomes.iter().filter(|o| o.rank != Some(1)) {
+        let rank = o.rank.map_or("-".to_owned(), |r| r.to_string());
+        println!(
+            "    rank {rank:>2}  {}  (wanted {}, got {})",
+            o.question,
+            o.source,
+            o.top.as_deref().unwrap_or("nothing")
+        );
+    }
+}
+
+async fn ask(config: Config, question: String) -> anyhow::Result<()> {
+    let (state, recorder_task) = App::build(config).await?.into_parts();
+    let ask = ragchat::chat::protocol::Ask {
+        question,
+        ..Default::default()
+    };
+    let conversation = uuid::Uuid::new_v4().to_string();
+    let request = TurnRequest::from_ask(ask, &state.config.chat, &conversation)
+        .map_err(|(_, e)| anyhow::anyhow!("{e}"))?;
+    let mut out = Terminal {
+        sources: Vec::new(),
+        failed: None,
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    // Aborted below, once the turn has ended.
+    #[allow(clippy::disallowed_methods)]
+    let watcher = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_ctrl_c.cancel();
+        }
+    });
+    run_turn(&state, request, Instant::now(), cancel, &mut out).await;
+    watcher.abort();
+    drop(state);
+    recorder_task.finish().await;
+    match out.failed {
+        Some(message) => anyhow::bail!(message),
+        None => Ok(()),
     }
 }
 
@@ -318,10 +338,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 /// `index`), creating the data directory first.
 async fn open_for_indexing(
     config: &Config,
-) -> anyhow::Result<(
-    std::sync::Arc<dyn ragchat::embed::Embedder>,
-    std::sync::Arc<dyn ragchat::retrieval::VectorIndex>,
-)> {
+) -> anyhow::Result<(Arc<dyn Embedder>, Arc<dyn IndexTransfer>)> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "RAGCHAT_DATA_DIR: cannot create {}",

@@ -14,9 +14,10 @@ pub mod transfer;
 
 pub use bm25::Bm25;
 pub use edge::EdgeIndex;
-pub use qdrant::{QdrantIndex, QdrantSettings};
+pub use qdrant::QdrantIndex;
 
 use crate::config::RetrievalMode;
+use crate::error::{ApiError, ErrorCode};
 
 /// Why an index operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -101,17 +102,27 @@ pub fn chunk_id(source: &str, index: u32) -> Uuid {
     Uuid::new_v5(&CHUNK_NAMESPACE, format!("{source}#{index}").as_bytes())
 }
 
-/// A vector index of document chunks.
+/// What a turn needs of a vector index: search it, and know it is there.
 #[async_trait]
 pub trait VectorIndex: Send + Sync {
     /// Vector size the index holds.
     fn dim(&self) -> usize;
 
-    /// A short description for `/health`.
+    /// A short description for `/health` (no credentials).
     fn describe(&self) -> String;
 
     /// The `k` best chunks for `query`, best first (ties by id, see [`rank`]).
     async fn search(&self, query: Query, k: usize) -> Result<Vec<Hit>, IndexError>;
+
+    /// Cheap liveness probe for readiness.
+    async fn ping(&self) -> Result<(), IndexError>;
+}
+
+/// What ingestion needs: replace a document's chunks, skip unchanged ones.
+#[async_trait]
+pub trait IndexWriter: VectorIndex {
+    /// Number of chunks.
+    async fn count(&self) -> Result<usize, IndexError>;
 
     /// The `doc_hash` stored for `source`, if the source is indexed.
     async fn source_hash(&self, source: &str) -> Result<Option<String>, IndexError>;
@@ -120,11 +131,15 @@ pub trait VectorIndex: Send + Sync {
     async fn replace_source(&self, source: &str, points: Vec<ChunkPoint>)
     -> Result<(), IndexError>;
 
-    /// Number of chunks.
-    async fn count(&self) -> Result<usize, IndexError>;
+    /// Builds search structures and makes writes durable after a batch of ingestion.
+    async fn finish_ingest(&self) -> Result<(), IndexError>;
+}
 
+/// What moving an index between backends needs (`ragchat index export/import`).
+#[async_trait]
+pub trait IndexTransfer: IndexWriter {
     /// Up to `limit` chunks with their dense vectors, in id order, starting at `from`; and the
-    /// id to continue from, if any are left. For export and migrations.
+    /// id to continue from, if any are left.
     async fn scroll(
         &self,
         from: Option<Uuid>,
@@ -133,12 +148,16 @@ pub trait VectorIndex: Send + Sync {
 
     /// Inserts or replaces `points` by id (their BM25 vectors are made from the payload text).
     async fn upsert(&self, points: Vec<ChunkPoint>) -> Result<(), IndexError>;
+}
 
-    /// Builds search structures and makes writes durable after a batch of ingestion.
-    async fn finish_ingest(&self) -> Result<(), IndexError>;
-
-    /// Cheap liveness probe for readiness.
-    async fn ping(&self) -> Result<(), IndexError>;
+impl From<IndexError> for ApiError {
+    /// The index's own message stays in the log: it may name paths or hosts.
+    fn from(_: IndexError) -> Self {
+        ApiError::new(
+            ErrorCode::RetrievalUnavailable,
+            "the document index could not be searched; try again shortly",
+        )
+    }
 }
 
 #[cfg(test)]

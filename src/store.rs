@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::chat::protocol::{Timings, Usage};
+use crate::error::ErrorCode;
+use crate::turn::{FinishReason, Timings, Usage};
 
 pub mod cosmos;
 pub mod recorder;
@@ -13,7 +14,7 @@ pub mod spool;
 pub mod sqlite;
 
 pub use cosmos::CosmosStore;
-pub use recorder::{Recorder, RecorderTask, RetryPolicy};
+pub use recorder::{Recorder, RecorderState, RecorderStatus, RecorderTask, RetryPolicy};
 pub use spool::Spool;
 pub use sqlite::SqliteStore;
 
@@ -47,7 +48,7 @@ pub struct RecordSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordError {
     /// Stable code, as sent to the client.
-    pub code: String,
+    pub code: ErrorCode,
     /// Message, as sent to the client.
     pub message: String,
 }
@@ -70,8 +71,8 @@ pub struct TurnRecord {
     pub status: TurnStatus,
     /// Why it failed, when it did.
     pub error: Option<RecordError>,
-    /// Why generation stopped (`stop`, `length`, `cancelled`), when it did.
-    pub finish_reason: Option<String>,
+    /// Why generation stopped, when it did.
+    pub finish_reason: Option<FinishReason>,
     /// The sources shown to the model.
     pub sources: Vec<RecordSource>,
     /// Source numbers the answer cites.
@@ -109,9 +110,6 @@ pub enum StoreError {
     /// start); the message says how to fix it.
     #[error("{0}")]
     Misconfigured(String),
-    /// This backend cannot do that.
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 impl StoreError {
@@ -129,14 +127,11 @@ impl StoreError {
     }
 }
 
-/// Where turn records are kept.
+/// Where turn records are kept: what the record path and a turn need.
 #[async_trait]
 pub trait RecordStore: Send + Sync {
     /// Inserts or replaces the record with this id (idempotent: a replay never duplicates).
     async fn put(&self, record: &TurnRecord) -> Result<(), StoreError>;
-
-    /// The record with this id, in this conversation.
-    async fn get(&self, conversation_id: &str, id: &str) -> Result<Option<TurnRecord>, StoreError>;
 
     /// The newest `n` records of a conversation, newest first.
     async fn conversation(
@@ -145,14 +140,23 @@ pub trait RecordStore: Send + Sync {
         n: usize,
     ) -> Result<Vec<TurnRecord>, StoreError>;
 
-    /// The most recent `n` records across conversations, newest first.
-    async fn recent(&self, n: usize) -> Result<Vec<TurnRecord>, StoreError>;
-
     /// A short description for `/health` (no secrets).
     fn describe(&self) -> String;
 
     /// Readiness probe: the store answers and is set up as expected.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Listing across conversations, when the backend can (`ragchat records`).
+    fn listing(&self) -> Option<&dyn RecordListing> {
+        None
+    }
+}
+
+/// A store that can list its newest records across conversations.
+#[async_trait]
+pub trait RecordListing: Send + Sync {
+    /// The most recent `n` records across conversations, newest first.
+    async fn recent(&self, n: usize) -> Result<Vec<TurnRecord>, StoreError>;
 }
 
 /// Now, as RFC 3339 UTC with milliseconds.
@@ -180,7 +184,7 @@ pub(crate) mod tests {
             answer: format!("answer {id}"),
             status: TurnStatus::Completed,
             error: None,
-            finish_reason: Some("stop".into()),
+            finish_reason: Some(FinishReason::Stop),
             sources: Vec::new(),
             citations: Vec::new(),
             model: "m".into(),
@@ -189,6 +193,37 @@ pub(crate) mod tests {
             created_at: now_rfc3339(),
             completed_at: now_rfc3339(),
             app_version: "test".into(),
+        }
+    }
+
+    /// The records of each status as an earlier version stored them (made by the version
+    /// before the record was typed): reading and writing them again gives the same bytes.
+    pub(crate) const STORED: [(&str, &str); 3] = [
+        (
+            "completed",
+            include_str!("../tests/fixtures/records/completed.json"),
+        ),
+        (
+            "cancelled",
+            include_str!("../tests/fixtures/records/cancelled.json"),
+        ),
+        (
+            "failed",
+            include_str!("../tests/fixtures/records/failed.json"),
+        ),
+    ];
+
+    #[test]
+    fn stored_records_read_and_write_back_byte_for_byte() {
+        for (status, json) in STORED {
+            let record: TurnRecord = serde_json::from_str(json).expect(status);
+            assert_eq!(
+                serde_json::to_string(&record).expect("json"),
+                json.trim_end(),
+                "{status}"
+            );
+            let expected = serde_json::Value::String(status.to_owned());
+            assert_eq!(serde_json::to_value(record.status).expect("json"), expected);
         }
     }
 

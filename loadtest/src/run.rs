@@ -131,6 +131,8 @@ pub async fn turns(load: Load) -> Report {
     }
     let progress = shared.load.progress.then(|| {
         let shared = shared.clone();
+        // Aborted below, once every client is done.
+        #[allow(clippy::disallowed_methods)]
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             tick.tick().await;

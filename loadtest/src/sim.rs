@@ -2,11 +2,8 @@
 //! time to first token, inter-token interval and answer length, a number of slots, fault
 //! injection, and deterministic `/v1/embeddings`.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -15,10 +12,14 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
+
+mod embeddings;
+mod pacing;
+
+use embeddings::embeddings;
+use pacing::{Plan, TokenStream};
 
 use crate::sse::{self, Completion, Timings, Usage, Vocab};
 
@@ -341,287 +342,12 @@ async fn non_stream(
     }
 }
 
+fn unit_f64(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// What one streamed completion sends.
-struct Plan {
-    prompt_n: u32,
-    tokens: u32,
-    reason: &'static str,
-    include_usage: bool,
-    fault_at: Option<(Fault, u32)>,
-}
-
-/// The body of one streamed completion: a state machine driven by one interval timer. Token
-/// chunks go out as three shared pieces (constant head, pre-serialised token, per-completion
-/// tail), so a token costs no allocation.
-struct TokenStream {
-    vocab: Arc<Vocab>,
-    completion: Completion,
-    plan: Plan,
-    tail: Bytes,
-    interval: Interval,
-    sent: u32,
-    pending: [Option<Bytes>; 4],
-    next: usize,
-    finished: bool,
-    stall: Option<Pin<Box<Sleep>>>,
-    ttft: Duration,
-    itl: Duration,
-    // Held until the stream ends or the client goes away, like a llama-server slot.
-    _permit: Option<OwnedSemaphorePermit>,
-}
-
-impl TokenStream {
-    fn new(
-        sim: &Sim,
-        completion: Completion,
-        plan: Plan,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Self {
-        let c = &sim.0.config;
-        // A zero period would panic; tokens then go out as fast as the client reads.
-        let period = c.itl.max(Duration::from_micros(1));
-        let mut interval = tokio::time::interval_at(Instant::now() + c.ttft, period);
-        interval.set_missed_tick_behavior(if c.itl.is_zero() {
-            MissedTickBehavior::Burst
-        } else {
-            MissedTickBehavior::Delay
-        });
-        Self {
-            vocab: sim.0.vocab.clone(),
-            tail: completion.content_tail(),
-            completion,
-            plan,
-            interval,
-            sent: 0,
-            pending: Default::default(),
-            next: 0,
-            finished: false,
-            stall: None,
-            ttft: c.ttft,
-            itl: c.itl,
-            _permit: permit,
-        }
-    }
-
-    fn push(&mut self, b: Bytes) {
-        if let Some(slot) = self.pending.iter_mut().find(|s| s.is_none()) {
-            *slot = Some(b);
-        }
-    }
-
-    fn pop(&mut self) -> Option<Bytes> {
-        while self.next < self.pending.len() {
-            let i = self.next;
-            self.next += 1;
-            if let Some(b) = self.pending[i].take() {
-                return Some(b);
-            }
-        }
-        self.next = 0;
-        None
-    }
-
-    fn timings(&self) -> Timings {
-        Timings::simulated(
-            self.plan.prompt_n,
-            ms(self.ttft),
-            self.sent,
-            ms(self.itl * self.sent),
-        )
-    }
-
-    /// Queues what one timer tick sends; returns an error to cut the connection.
-    fn tick(&mut self) -> Result<(), io::Error> {
-        if let Some((fault, at)) = self.plan.fault_at
-            && self.sent == at
-        {
-            match fault {
-                Fault::Stall => {
-                    self.stall = Some(Box::pin(tokio::time::sleep(Duration::from_secs(3600))));
-                    return Ok(());
-                }
-                Fault::Cut => {
-                    self.finished = true;
-                    return Err(io::Error::new(
-                        io::ErrorKind::ConnectionReset,
-                        "simulated cut",
-                    ));
-                }
-                Fault::ErrorInStream => {
-                    self.finished = true;
-                    self.push(sse::error_event(
-                        500,
-                        "simulated failure inside the stream",
-                        "server_error",
-                    ));
-                    return Ok(());
-                }
-                Fault::None | Fault::RateLimit => {}
-            }
-        }
-        if self.sent == 0 {
-            self.push(self.completion.role_chunk());
-        }
-        if self.sent < self.plan.tokens {
-            self.push(sse::content_head());
-            self.push(self.vocab.json(self.sent));
-            self.push(self.tail.clone());
-            self.sent += 1;
-        } else {
-            let timings = self.timings();
-            if self.plan.include_usage {
-                self.push(self.completion.finish_chunk(self.plan.reason, None));
-                let usage = Usage::new(self.plan.prompt_n, self.sent);
-                self.push(self.completion.usage_chunk(&usage, &timings));
-            } else {
-                self.push(
-                    self.completion
-                        .finish_chunk(self.plan.reason, Some(&timings)),
-                );
-            }
-            self.push(Bytes::from_static(sse::DONE));
-            self.finished = true;
-        }
-        Ok(())
-    }
-}
-
-impl Stream for TokenStream {
-    type Item = Result<Bytes, io::Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        loop {
-            if let Some(b) = this.pop() {
-                return Poll::Ready(Some(Ok(b)));
-            }
-            if this.finished {
-                return Poll::Ready(None);
-            }
-            if let Some(stall) = this.stall.as_mut() {
-                ready!(stall.as_mut().poll(cx));
-                this.finished = true;
-                return Poll::Ready(Some(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "stalled for an hour",
-                ))));
-            }
-            ready!(this.interval.poll_tick(cx));
-            if let Err(e) = this.tick() {
-                return Poll::Ready(Some(Err(e)));
-            }
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct EmbeddingsRequest {
-    input: serde_json::Value,
-    #[serde(default)]
-    model: Option<String>,
-}
-
-#[derive(Serialize)]
-struct EmbeddingsUsage {
-    prompt_tokens: u32,
-    total_tokens: u32,
-}
-
-#[derive(Serialize)]
-struct EmbeddingItem {
-    embedding: Vec<f32>,
-    index: usize,
-    object: &'static str,
-}
-
-/// embeddings-shape.txt's field order.
-#[derive(Serialize)]
-struct EmbeddingsResponse {
-    model: String,
-    object: &'static str,
-    usage: EmbeddingsUsage,
-    data: Vec<EmbeddingItem>,
-}
-
-async fn embeddings(State(sim): State<Sim>, body: Bytes) -> Response {
-    let request: EmbeddingsRequest = match parse_request(&body) {
-        Ok(r) => r,
-        Err(response) => return *response,
-    };
-    let inputs: Vec<String> = match request.input {
-        serde_json::Value::String(s) => vec![s],
-        serde_json::Value::Array(items) => items
-            .into_iter()
-            .map(|i| match i {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            })
-            .collect(),
-        _ => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "\"input\" must be a string or an array",
-                "invalid_request_error",
-            );
-        }
-    };
-    let c = &sim.0.config;
-    if !c.embed_delay.is_zero() {
-        tokio::time::sleep(c.embed_delay).await;
-    }
-    let tokens: usize = inputs.iter().map(|s| s.len() / 4 + 1).sum();
-    let tokens = u32::try_from(tokens).unwrap_or(u32::MAX);
-    let response = EmbeddingsResponse {
-        model: request.model.unwrap_or_else(|| c.model.clone()),
-        object: "list",
-        usage: EmbeddingsUsage {
-            prompt_tokens: tokens,
-            total_tokens: tokens,
-        },
-        data: inputs
-            .iter()
-            .enumerate()
-            .map(|(index, text)| EmbeddingItem {
-                embedding: unit_vector(text, c.embed_dim),
-                index,
-                object: "embedding",
-            })
-            .collect(),
-    };
-    match serde_json::to_string(&response) {
-        Ok(s) => json_response(StatusCode::OK, s),
-        Err(e) => error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &e.to_string(),
-            "server_error",
-        ),
-    }
-}
-
-/// A deterministic unit vector for `text`: same text, same vector.
-pub fn unit_vector(text: &str, dim: usize) -> Vec<f32> {
-    let mut state = fnv1a(text.as_bytes());
-    let mut v: Vec<f32> = (0..dim)
-        .map(|_| {
-            state = splitmix64(state);
-            (unit_f64(state) * 2.0 - 1.0) as f32
-        })
-        .collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-    v
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 fn splitmix64(x: u64) -> u64 {
@@ -629,11 +355,6 @@ fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
-}
-
-/// Maps 64 random bits to [0, 1).
-fn unit_f64(x: u64) -> f64 {
-    (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// `chatcmpl-` and 32 letters, like llama-server's ids.
@@ -664,114 +385,9 @@ fn now_nanos() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::StreamExt;
 
     fn sim(config: SimConfig) -> Sim {
         Sim::new(config)
-    }
-
-    async fn collect(stream: TokenStream) -> (String, Option<io::ErrorKind>) {
-        let mut out = Vec::new();
-        let mut stream = Box::pin(stream);
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(b) => out.extend_from_slice(&b),
-                Err(e) => return (String::from_utf8_lossy(&out).into(), Some(e.kind())),
-            }
-        }
-        (String::from_utf8_lossy(&out).into(), None)
-    }
-
-    fn fast() -> SimConfig {
-        SimConfig {
-            ttft: Duration::ZERO,
-            itl: Duration::ZERO,
-            ..SimConfig::default()
-        }
-    }
-
-    fn plan(tokens: u32, include_usage: bool, fault_at: Option<(Fault, u32)>) -> Plan {
-        Plan {
-            prompt_n: 10,
-            tokens,
-            reason: "stop",
-            include_usage,
-            fault_at,
-        }
-    }
-
-    fn completion() -> Completion {
-        Completion {
-            id: "chatcmpl-x".into(),
-            created: 1,
-            model: "smollm2".into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn stream_paces_tokens_and_ends_with_usage_then_done() {
-        let s = sim(SimConfig {
-            ttft: Duration::from_millis(40),
-            itl: Duration::from_millis(20),
-            ..SimConfig::default()
-        });
-        let start = Instant::now();
-        let (body, err) = collect(TokenStream::new(
-            &s,
-            completion(),
-            plan(4, true, None),
-            None,
-        ))
-        .await;
-        assert_eq!(err, None);
-        // Role + first token at the TTFT, then three more tokens, then the finish one interval later.
-        let took = start.elapsed();
-        assert!(took >= Duration::from_millis(40 + 4 * 20), "{took:?}");
-        assert!(took < Duration::from_millis(40 + 4 * 20 + 200), "{took:?}");
-        let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
-        assert_eq!(events.len(), 1 + 4 + 2 + 1);
-        assert!(events[0].contains(r#""delta":{"role":"assistant","content":null}"#));
-        assert!(events[1].contains(r#""delta":{"content":"The"}"#));
-        assert!(events[5].contains(r#""finish_reason":"stop""#) && !events[5].contains("timings"));
-        assert!(
-            events[6].starts_with(r#"data: {"choices":[],"#)
-                && events[6].contains(r#""completion_tokens":4"#)
-        );
-        assert_eq!(events[7], "data: [DONE]");
-        for e in &events[..7] {
-            let v: serde_json::Value =
-                serde_json::from_str(e.trim_start_matches("data: ")).unwrap_or_default();
-            assert_eq!(v["object"], "chat.completion.chunk", "{e}");
-        }
-    }
-
-    #[tokio::test]
-    async fn error_in_stream_fault_sends_an_error_event_and_no_done() {
-        let s = sim(fast());
-        let p = plan(6, false, Some((Fault::ErrorInStream, 3)));
-        let (body, err) = collect(TokenStream::new(&s, completion(), p, None)).await;
-        assert_eq!(err, None);
-        assert_eq!(body.matches(r#""delta":{"content""#).count(), 3);
-        assert!(body.ends_with("data: {\"error\":{\"code\":500,\"message\":\"simulated failure inside the stream\",\"type\":\"server_error\"}}\n\n"));
-    }
-
-    #[tokio::test]
-    async fn cut_fault_errors_the_body_mid_stream() {
-        let s = sim(fast());
-        let p = plan(6, false, Some((Fault::Cut, 2)));
-        let (body, err) = collect(TokenStream::new(&s, completion(), p, None)).await;
-        assert_eq!(err, Some(io::ErrorKind::ConnectionReset));
-        assert_eq!(body.matches(r#""delta":{"content""#).count(), 2);
-    }
-
-    #[test]
-    fn embeddings_are_deterministic_unit_vectors() {
-        let a = unit_vector("hello", 384);
-        assert_eq!(a.len(), 384);
-        assert_eq!(a, unit_vector("hello", 384));
-        assert_ne!(a, unit_vector("hellp", 384));
-        let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-5);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and citation extraction from the answer.
 
 use crate::chat::protocol::{HistoryMessage, Role, Source};
+use crate::config::ChatConfig;
 use crate::llm::ChatMessage;
 
 /// Built-in system instructions; `RAGCHAT_SYSTEM_PROMPT` replaces them.
@@ -29,6 +30,33 @@ pub fn fit_history(history: &[HistoryMessage], budget: usize) -> &[HistoryMessag
         start = i;
     }
     &history[start..]
+}
+
+/// A turn's prompt, and how many earlier question-and-answer pairs it kept.
+pub struct Prompt {
+    /// The messages sent to the chat model.
+    pub messages: Vec<ChatMessage>,
+    /// Earlier questions (with their answers) that fit the history budget.
+    pub history_turns: u32,
+}
+
+/// The prompt of a turn: the configured instructions, `sources`, the newest `history` that fits
+/// the budget, the question.
+pub fn for_turn(
+    config: &ChatConfig,
+    sources: &[Source],
+    history: &[HistoryMessage],
+    question: &str,
+) -> Prompt {
+    let history = fit_history(history, config.history_tokens);
+    let instructions = config
+        .system_prompt
+        .as_deref()
+        .unwrap_or(DEFAULT_INSTRUCTIONS);
+    Prompt {
+        messages: build(instructions, sources, history, question),
+        history_turns: history.iter().filter(|m| m.role == Role::User).count() as u32,
+    }
 }
 
 /// The messages sent to the chat model.

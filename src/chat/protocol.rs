@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorCode};
+pub use crate::turn::{FinishReason, Timings, Usage};
 
 /// The protocol name sent in `ready`.
 pub const PROTOCOL: &str = "ragchat.v1";
@@ -147,42 +148,6 @@ pub struct Token {
     pub turn_id: String,
     /// The next piece of the answer.
     pub text: String,
-}
-
-/// Why generation stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum FinishReason {
-    /// The model finished its answer.
-    Stop,
-    /// The answer hit the max-tokens limit.
-    Length,
-    /// The client (or shutdown) cancelled the turn.
-    Cancelled,
-}
-
-/// Token counts reported by the model (null when the endpoint does not report them).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Usage {
-    /// Tokens in the prompt.
-    pub prompt_tokens: Option<u32>,
-    /// Tokens generated.
-    pub completion_tokens: Option<u32>,
-}
-
-/// Where the turn's time went, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Timings {
-    /// Embedding the question.
-    pub embed: f64,
-    /// Searching the index.
-    pub retrieve: f64,
-    /// From the ask to the first token (null when no token came).
-    pub ttft: Option<f64>,
-    /// From the first token to the last.
-    pub generate: f64,
-    /// From the ask to `done`.
-    pub total: f64,
 }
 
 /// `done`.

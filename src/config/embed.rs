@@ -18,7 +18,7 @@ pub enum EmbedderKind {
 
 /// Embedder settings.
 #[derive(Debug, Clone, Args)]
-pub struct EmbedConfig {
+pub struct EmbedArgs {
     /// Embedder backend.
     #[arg(
         id = "embedder",
@@ -70,47 +70,68 @@ pub struct EmbedConfig {
     pub model: String,
 }
 
-impl EmbedConfig {
-    /// Checks the endpoint, or finds the local model directory (filling in its default).
-    pub(super) fn validate(&mut self) -> Result<(), ConfigError> {
+/// Which embedder, with what only that backend needs.
+#[derive(Debug, Clone)]
+pub enum EmbedBackend {
+    /// all-MiniLM-L6-v2 in process.
+    Local {
+        /// A directory holding config.json, tokenizer.json and model.safetensors.
+        model_dir: PathBuf,
+    },
+    /// An OpenAI-compatible `/v1/embeddings` endpoint.
+    OpenAi {
+        /// Base URL (…/v1).
+        url: String,
+        /// API key, if the endpoint wants one.
+        api_key: Option<SecretString>,
+        /// Model name.
+        model: String,
+    },
+}
+
+impl EmbedArgs {
+    /// Checks what clap cannot and resolves the backend's settings.
+    pub(super) fn validate(self) -> Result<EmbedBackend, ConfigError> {
         match self.kind {
             EmbedderKind::Local => {
-                let dir = match self.model_dir.take() {
+                let model_dir = match self.model_dir {
                     Some(dir) => dir,
                     None => default_model_dir().ok_or_else(|| {
                         invalid("RAGCHAT_EMBED_MODEL_DIR", "is not set and $HOME is unknown")
                     })?,
                 };
                 for file in ["config.json", "tokenizer.json", "model.safetensors"] {
-                    if !dir.join(file).is_file() {
+                    if !model_dir.join(file).is_file() {
                         return Err(invalid(
                             "RAGCHAT_EMBED_MODEL_DIR",
                             format!(
                                 "{} has no {file}; point it at an all-MiniLM-L6-v2 directory \
                                  (scripts/assets.sh models fetches one)",
-                                dir.display()
+                                model_dir.display()
                             ),
                         ));
                     }
                 }
-                self.model_dir = Some(dir);
+                Ok(EmbedBackend::Local { model_dir })
             }
-            EmbedderKind::Openai => match &self.url {
-                Some(url) => check_url("RAGCHAT_EMBED_URL", url)?,
-                None => {
-                    return Err(invalid(
-                        "RAGCHAT_EMBED_URL",
-                        "is required when RAGCHAT_EMBEDDER=openai",
-                    ));
+            EmbedderKind::Openai => match self.url {
+                Some(url) => {
+                    check_url("RAGCHAT_EMBED_URL", &url)?;
+                    Ok(EmbedBackend::OpenAi {
+                        url,
+                        api_key: self.api_key,
+                        model: self.model,
+                    })
                 }
+                None => Err(invalid(
+                    "RAGCHAT_EMBED_URL",
+                    "is required when RAGCHAT_EMBEDDER=openai",
+                )),
             },
         }
-        Ok(())
     }
 }
 
-/// `$RAGCHAT_CACHE/models/all-MiniLM-L6-v2`, else `~/.cache/ragchat/models/all-MiniLM-L6-v2`:
-/// where `scripts/assets.sh` puts the model.
 fn default_model_dir() -> Option<PathBuf> {
     let cache = match std::env::var_os("RAGCHAT_CACHE") {
         Some(dir) => PathBuf::from(dir),

@@ -1,7 +1,8 @@
 //! Vector index settings: which index, where it keeps its vectors, how chunks are made and
 //! retrieved.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use secrecy::SecretString;
@@ -49,9 +50,9 @@ impl std::fmt::Display for RetrievalMode {
     }
 }
 
-/// Vector index settings.
+/// Vector index settings, as given.
 #[derive(Debug, Clone, Args)]
-pub struct IndexConfig {
+pub struct IndexArgs {
     /// Vector index backend.
     #[arg(
         id = "index",
@@ -148,55 +149,55 @@ pub struct IndexConfig {
     pub ingest_on_start: Vec<PathBuf>,
 }
 
-impl IndexConfig {
-    /// Checks what clap cannot.
-    pub(super) fn validate(&mut self) -> Result<(), ConfigError> {
-        if self.kind == IndexKind::Qdrant {
-            match &self.qdrant_url {
-                None => {
-                    return Err(invalid(
-                        "RAGCHAT_QDRANT_URL",
-                        "required with RAGCHAT_INDEX=qdrant, e.g. http://127.0.0.1:6334 \
-                         (the gRPC port)",
-                    ));
-                }
-                Some(url) if reqwest::Url::parse(url).is_err() || !url.starts_with("http") => {
-                    return Err(invalid(
-                        "RAGCHAT_QDRANT_URL",
-                        "is not an http(s) URL; e.g. http://127.0.0.1:6334 (the gRPC port)",
-                    ));
-                }
-                // Connection errors quote the URL: a credential in it would reach logs and
-                // /health. Keys go in RAGCHAT_QDRANT_API_KEY.
-                Some(url)
-                    if reqwest::Url::parse(url).is_ok_and(|u| {
-                        !u.username().is_empty() || u.password().is_some() || u.query().is_some()
-                    }) =>
-                {
-                    return Err(invalid(
-                        "RAGCHAT_QDRANT_URL",
-                        "must not carry a user, password or query; put the key in \
-                         RAGCHAT_QDRANT_API_KEY",
-                    ));
-                }
-                Some(_) => {}
-            }
-            let name = &self.qdrant_collection;
-            if name.is_empty()
-                || name.len() > 255
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            {
-                return Err(invalid(
-                    "RAGCHAT_QDRANT_COLLECTION",
-                    "must be 1-255 characters of letters, digits, _ - .",
-                ));
-            }
-            if self.qdrant_timeout_ms < 100 {
-                return Err(invalid("RAGCHAT_QDRANT_TIMEOUT_MS", "must be at least 100"));
-            }
-        }
+/// The embedded index's settings.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    /// Its directory (`RAGCHAT_DATA_DIR/index`).
+    pub dir: PathBuf,
+    /// Where its dense vectors live.
+    pub memory: IndexMemory,
+}
+
+/// How to reach a Qdrant server's collection.
+#[derive(Debug, Clone)]
+pub struct QdrantSettings {
+    /// gRPC URL, without credentials or query.
+    pub url: String,
+    /// API key, if the server wants one.
+    pub api_key: Option<SecretString>,
+    /// Collection name.
+    pub collection: String,
+    /// Bound on each call.
+    pub timeout: Duration,
+}
+
+/// Which index holds the chunks, with what only that backend needs.
+#[derive(Debug, Clone)]
+pub enum IndexBackend {
+    /// The embedded engine.
+    Edge(EdgeSettings),
+    /// A Qdrant server or cluster.
+    Qdrant(QdrantSettings),
+}
+
+/// Validated index settings.
+#[derive(Debug, Clone)]
+pub struct IndexConfig {
+    /// The backend.
+    pub backend: IndexBackend,
+    /// Dense or hybrid retrieval.
+    pub retrieval: RetrievalMode,
+    /// Chunk size for ingestion, in embedder tokens.
+    pub chunk_tokens: usize,
+    /// Overlap between consecutive chunks, in tokens.
+    pub chunk_overlap: usize,
+    /// What `serve` ingests at start, in the background.
+    pub ingest_on_start: Vec<PathBuf>,
+}
+
+impl IndexArgs {
+    /// Checks what clap cannot and resolves the backend's settings.
+    pub(super) fn validate(self, data_dir: &Path) -> Result<IndexConfig, ConfigError> {
         if self.chunk_tokens < 16 || self.chunk_tokens > 8192 {
             return Err(invalid(
                 "RAGCHAT_CHUNK_TOKENS",
@@ -209,6 +210,71 @@ impl IndexConfig {
                 "must be smaller than RAGCHAT_CHUNK_TOKENS",
             ));
         }
-        Ok(())
+        let backend = match self.kind {
+            IndexKind::Edge => IndexBackend::Edge(EdgeSettings {
+                dir: data_dir.join("index"),
+                memory: self.memory,
+            }),
+            IndexKind::Qdrant => IndexBackend::Qdrant(QdrantSettings {
+                url: qdrant_url(self.qdrant_url)?,
+                collection: collection(self.qdrant_collection)?,
+                api_key: self.qdrant_api_key,
+                timeout: match self.qdrant_timeout_ms {
+                    ms if ms < 100 => {
+                        return Err(invalid("RAGCHAT_QDRANT_TIMEOUT_MS", "must be at least 100"));
+                    }
+                    ms => Duration::from_millis(ms),
+                },
+            }),
+        };
+        Ok(IndexConfig {
+            backend,
+            retrieval: self.retrieval,
+            chunk_tokens: self.chunk_tokens,
+            chunk_overlap: self.chunk_overlap,
+            ingest_on_start: self.ingest_on_start,
+        })
     }
+}
+
+fn qdrant_url(url: Option<String>) -> Result<String, ConfigError> {
+    let Some(url) = url else {
+        return Err(invalid(
+            "RAGCHAT_QDRANT_URL",
+            "required with RAGCHAT_INDEX=qdrant, e.g. http://127.0.0.1:6334 (the gRPC port)",
+        ));
+    };
+    match reqwest::Url::parse(&url) {
+        Ok(u) if url.starts_with("http") => {
+            // Connection errors quote the URL: a credential in it would reach logs and /health.
+            // Keys go in RAGCHAT_QDRANT_API_KEY.
+            if !u.username().is_empty() || u.password().is_some() || u.query().is_some() {
+                return Err(invalid(
+                    "RAGCHAT_QDRANT_URL",
+                    "must not carry a user, password or query; put the key in \
+                     RAGCHAT_QDRANT_API_KEY",
+                ));
+            }
+            Ok(url)
+        }
+        _ => Err(invalid(
+            "RAGCHAT_QDRANT_URL",
+            "is not an http(s) URL; e.g. http://127.0.0.1:6334 (the gRPC port)",
+        )),
+    }
+}
+
+fn collection(name: String) -> Result<String, ConfigError> {
+    if name.is_empty()
+        || name.len() > 255
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(invalid(
+            "RAGCHAT_QDRANT_COLLECTION",
+            "must be 1-255 characters of letters, digits, _ - .",
+        ));
+    }
+    Ok(name)
 }

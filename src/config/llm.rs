@@ -1,5 +1,7 @@
 //! Chat model settings.
 
+use std::time::Duration;
+
 use clap::{Args, ValueEnum};
 use secrecy::SecretString;
 
@@ -16,7 +18,7 @@ pub enum LlmProvider {
 
 /// Chat model settings.
 #[derive(Debug, Clone, Args)]
-pub struct LlmConfig {
+pub struct LlmArgs {
     /// OpenAI-compatible base URL, up to and including `/v1` (Azure: the resource endpoint).
     #[arg(
         id = "llm_url",
@@ -112,9 +114,58 @@ pub struct LlmConfig {
     pub stall_timeout_secs: u64,
 }
 
-impl LlmConfig {
-    /// Checks what clap cannot.
-    pub(super) fn validate(&mut self) -> Result<(), ConfigError> {
+/// Which chat endpoint dialect, with what only that dialect needs.
+#[derive(Debug, Clone)]
+pub enum LlmBackend {
+    /// OpenAI's API and every server that speaks it (llama-server, Ollama, vLLM).
+    OpenAi {
+        /// Base URL (…/v1).
+        url: String,
+        /// API key, if the endpoint wants one.
+        api_key: Option<SecretString>,
+    },
+    /// Azure OpenAI: deployments, `api-version` and the `api-key` header.
+    Azure {
+        /// The resource's endpoint (https://NAME.openai.azure.com).
+        url: String,
+        /// API key.
+        api_key: Option<SecretString>,
+        /// The deployment answering.
+        deployment: String,
+        /// The REST API version.
+        api_version: String,
+    },
+}
+
+impl LlmBackend {
+    /// The endpoint URL as configured (no credentials are ever in it).
+    pub fn url(&self) -> &str {
+        match self {
+            Self::OpenAi { url, .. } | Self::Azure { url, .. } => url,
+        }
+    }
+}
+
+/// Validated chat model settings.
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    /// The endpoint and its dialect.
+    pub backend: LlmBackend,
+    /// Model name sent with each request and recorded.
+    pub model: String,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Most tokens per answer.
+    pub max_tokens: u32,
+    /// Bound on connecting.
+    pub connect_timeout: Duration,
+    /// Longest gap between two chunks of an answer (and before the response).
+    pub stall_timeout: Duration,
+}
+
+impl LlmArgs {
+    /// Checks what clap cannot and resolves the dialect's settings.
+    pub(super) fn validate(self) -> Result<LlmConfig, ConfigError> {
         if !(0.0..=2.0).contains(&self.temperature) {
             return Err(invalid(
                 "RAGCHAT_LLM_TEMPERATURE",
@@ -131,12 +182,30 @@ impl LlmConfig {
             ));
         }
         check_url("RAGCHAT_LLM_URL", &self.url)?;
-        if self.provider == LlmProvider::Azure && self.azure_deployment.is_none() {
-            return Err(invalid(
-                "RAGCHAT_LLM_AZURE_DEPLOYMENT",
-                "is required when RAGCHAT_LLM_PROVIDER=azure",
-            ));
-        }
-        Ok(())
+        let backend = match self.provider {
+            LlmProvider::Openai => LlmBackend::OpenAi {
+                url: self.url,
+                api_key: self.api_key,
+            },
+            LlmProvider::Azure => LlmBackend::Azure {
+                url: self.url,
+                api_key: self.api_key,
+                deployment: self.azure_deployment.ok_or_else(|| {
+                    invalid(
+                        "RAGCHAT_LLM_AZURE_DEPLOYMENT",
+                        "is required when RAGCHAT_LLM_PROVIDER=azure",
+                    )
+                })?,
+                api_version: self.azure_api_version,
+            },
+        };
+        Ok(LlmConfig {
+            backend,
+            model: self.model,
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            stall_timeout: Duration::from_secs(self.stall_timeout_secs),
+        })
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP and WebSocket settings.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -62,6 +63,21 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Keep-alive ping interval.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+
+    /// How long a socket may go without a client frame while no turn runs.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// How long running turns get to finish at shutdown.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
     /// Checks what clap cannot; normalises the allowed origins.
     pub(super) fn validate(&mut self) -> Result<(), ConfigError> {
         if self.max_frame_bytes < 1024 {

@@ -1,5 +1,8 @@
 //! Record store settings.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use clap::{Args, ValueEnum};
 use secrecy::SecretString;
 
@@ -16,7 +19,7 @@ pub enum StoreKind {
 
 /// Record store settings.
 #[derive(Debug, Clone, Args)]
-pub struct StoreConfig {
+pub struct StoreArgs {
     /// Record store backend.
     #[arg(
         id = "store",
@@ -101,58 +104,117 @@ pub struct StoreConfig {
     pub cosmos_create: bool,
 }
 
-impl StoreConfig {
-    /// Checks what clap cannot.
-    pub(super) fn validate(&mut self) -> Result<(), ConfigError> {
-        if self.kind == StoreKind::Cosmos {
-            match &self.cosmos_endpoint {
-                None => {
-                    return Err(invalid(
-                        "RAGCHAT_COSMOS_ENDPOINT",
-                        "required with RAGCHAT_STORE=cosmos, e.g. \
-                         https://NAME.documents.azure.com:443/",
-                    ));
-                }
-                // Never echo the value: a pasted connection string carries the account key.
-                Some(url) if url.contains("AccountKey") => {
-                    return Err(invalid(
-                        "RAGCHAT_COSMOS_ENDPOINT",
-                        "holds a connection string; set the account URL \
-                         (https://NAME.documents.azure.com:443/) here and the key, if any, in \
-                         RAGCHAT_COSMOS_KEY",
-                    ));
-                }
-                Some(url) if reqwest::Url::parse(url).is_err() || !url.starts_with("http") => {
-                    return Err(invalid(
-                        "RAGCHAT_COSMOS_ENDPOINT",
-                        "is not a URL; e.g. https://NAME.documents.azure.com:443/",
-                    ));
-                }
-                Some(_) => {}
-            }
-            for (var, name) in [
-                ("RAGCHAT_COSMOS_DATABASE", &self.cosmos_database),
-                ("RAGCHAT_COSMOS_CONTAINER", &self.cosmos_container),
-            ] {
-                // Cosmos forbids these in resource ids.
-                if name.is_empty()
-                    || name.len() > 255
-                    || name.contains(['/', '\\', '?', '#'])
-                    || name.ends_with(' ')
-                {
-                    return Err(invalid(
-                        var,
-                        "must be 1-255 characters without / \\ ? # or a trailing space",
-                    ));
-                }
-            }
-        }
+/// How to reach the Cosmos DB container.
+#[derive(Debug, Clone)]
+pub struct CosmosSettings {
+    /// Account endpoint URL (never a connection string).
+    pub endpoint: String,
+    /// Database name.
+    pub database: String,
+    /// Container name.
+    pub container: String,
+    /// Account key; `None` means Microsoft Entra ID.
+    pub key: Option<SecretString>,
+    /// Create the database and container at start when missing.
+    pub create: bool,
+    /// Bound on each call, the SDK's own retries included.
+    pub timeout: Duration,
+}
+
+/// Which store keeps the records, with what only that backend needs.
+#[derive(Debug, Clone)]
+pub enum StoreBackend {
+    /// A SQLite file.
+    Sqlite {
+        /// `RAGCHAT_DATA_DIR/records.sqlite`.
+        path: PathBuf,
+    },
+    /// Azure Cosmos DB for NoSQL.
+    Cosmos(CosmosSettings),
+}
+
+/// Validated record store settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The backend.
+    pub backend: StoreBackend,
+    /// Records the in-memory queue holds before spilling to the spool.
+    pub queue: usize,
+    /// Total time one record may spend retrying before it is spooled.
+    pub retry_budget: Duration,
+    /// Bound on each store call.
+    pub timeout: Duration,
+    /// Where records wait when the store cannot take them (`RAGCHAT_DATA_DIR/spool`).
+    pub spool_dir: PathBuf,
+}
+
+impl StoreArgs {
+    /// Checks what clap cannot and resolves the backend's settings.
+    pub(super) fn validate(self, data_dir: &Path) -> Result<StoreConfig, ConfigError> {
         if self.timeout_ms < 100 {
             return Err(invalid("RAGCHAT_STORE_TIMEOUT_MS", "must be at least 100"));
         }
         if self.queue == 0 {
             return Err(invalid("RAGCHAT_RECORD_QUEUE", "must be at least 1"));
         }
-        Ok(())
+        let timeout = Duration::from_millis(self.timeout_ms);
+        let backend = match self.kind {
+            StoreKind::Sqlite => StoreBackend::Sqlite {
+                path: data_dir.join("records.sqlite"),
+            },
+            StoreKind::Cosmos => StoreBackend::Cosmos(CosmosSettings {
+                endpoint: cosmos_endpoint(self.cosmos_endpoint)?,
+                database: resource_name("RAGCHAT_COSMOS_DATABASE", self.cosmos_database)?,
+                container: resource_name("RAGCHAT_COSMOS_CONTAINER", self.cosmos_container)?,
+                key: self.cosmos_key,
+                create: self.cosmos_create,
+                timeout: timeout.max(Duration::from_secs(1)),
+            }),
+        };
+        Ok(StoreConfig {
+            backend,
+            queue: self.queue,
+            retry_budget: Duration::from_secs(self.retry_secs),
+            timeout,
+            spool_dir: data_dir.join("spool"),
+        })
     }
+}
+
+fn cosmos_endpoint(endpoint: Option<String>) -> Result<String, ConfigError> {
+    match endpoint {
+        None => Err(invalid(
+            "RAGCHAT_COSMOS_ENDPOINT",
+            "required with RAGCHAT_STORE=cosmos, e.g. https://NAME.documents.azure.com:443/",
+        )),
+        // Never echo the value: a pasted connection string carries the account key.
+        Some(url) if url.contains("AccountKey") => Err(invalid(
+            "RAGCHAT_COSMOS_ENDPOINT",
+            "holds a connection string; set the account URL \
+             (https://NAME.documents.azure.com:443/) here and the key, if any, in \
+             RAGCHAT_COSMOS_KEY",
+        )),
+        Some(url) if reqwest::Url::parse(&url).is_err() || !url.starts_with("http") => {
+            Err(invalid(
+                "RAGCHAT_COSMOS_ENDPOINT",
+                "is not a URL; e.g. https://NAME.documents.azure.com:443/",
+            ))
+        }
+        Some(url) => Ok(url),
+    }
+}
+
+/// A database or container name: Cosmos forbids these characters in resource ids.
+fn resource_name(var: &'static str, name: String) -> Result<String, ConfigError> {
+    if name.is_empty()
+        || name.len() > 255
+        || name.contains(['/', '\\', '?', '#'])
+        || name.ends_with(' ')
+    {
+        return Err(invalid(
+            var,
+            "must be 1-255 characters without / \\ ? # or a trailing space",
+        ));
+    }
+    Ok(name)
 }

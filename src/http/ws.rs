@@ -1,15 +1,14 @@
 //! `GET /ws`: checks the Origin, upgrades, and hands the socket to the chat session.
 
-use axum::Json;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
-use serde_json::json;
 
-use crate::app::AppState;
 use crate::chat::session::{self, Incoming, Outgoing};
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
 
 /// Per-socket read buffer.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
@@ -22,15 +21,11 @@ pub async fn upgrade(
 ) -> Response {
     if let Err(origin) = check_origin(&headers, &state.config.server.allowed_origins) {
         tracing::warn!(%origin, "refused a WebSocket from a foreign origin");
-        return (
-            StatusCode::FORBIDDEN,
-            Json(json!({
-                "code": "forbidden_origin",
-                "message": format!("origin {origin} may not open this socket; \
-                                    see RAGCHAT_ALLOWED_ORIGINS"),
-            })),
+        return ApiError::new(
+            ErrorCode::ForbiddenOrigin,
+            format!("origin {origin} may not open this socket; see RAGCHAT_ALLOWED_ORIGINS"),
         )
-            .into_response();
+        .into_response();
     }
     let limit = state.config.server.max_frame_bytes;
     ws.max_message_size(limit)

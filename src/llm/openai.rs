@@ -19,14 +19,16 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, Sleep};
 
-use super::{ChatEvent, ChatMessage, ChatModel, ChatStream, LlmError};
-use crate::config::{LlmConfig, LlmProvider};
+use super::{ChatEvent, ChatMessage, ChatModel, ChatStream, LlmError, finish_reason};
+use crate::config::{LlmBackend, LlmConfig, redact_endpoint};
 
 /// An OpenAI-compatible chat endpoint.
 pub struct OpenAiChat {
     /// The provider's URL, query and headers (async-openai knows each dialect).
     api: Box<dyn Config>,
     http: reqwest::Client,
+    /// Scheme, host and port, for `/health`.
+    endpoint: String,
     model: String,
     temperature: f32,
     max_tokens: u32,
@@ -36,22 +38,29 @@ pub struct OpenAiChat {
 impl OpenAiChat {
     /// A client for the configured endpoint. Does no I/O.
     pub fn new(config: &LlmConfig) -> Result<Self, LlmError> {
-        let base = config.url.trim_end_matches('/');
-        let api: Box<dyn Config> = match config.provider {
-            LlmProvider::Openai => {
-                let mut c = OpenAIConfig::new().with_api_base(base);
-                if let Some(key) = &config.api_key {
-                    c = c.with_api_key(key.expose_secret());
+        let key = |key: &Option<secrecy::SecretString>| {
+            key.as_ref().map(|k| k.expose_secret().to_owned())
+        };
+        let api: Box<dyn Config> = match &config.backend {
+            LlmBackend::OpenAi { url, api_key } => {
+                let mut c = OpenAIConfig::new().with_api_base(url.trim_end_matches('/'));
+                if let Some(key) = key(api_key) {
+                    c = c.with_api_key(key);
                 }
                 Box::new(c)
             }
-            LlmProvider::Azure => {
+            LlmBackend::Azure {
+                url,
+                api_key,
+                deployment,
+                api_version,
+            } => {
                 let mut c = AzureConfig::new()
-                    .with_api_base(base)
-                    .with_api_version(&config.azure_api_version)
-                    .with_deployment_id(config.azure_deployment.clone().unwrap_or_default());
-                if let Some(key) = &config.api_key {
-                    c = c.with_api_key(key.expose_secret());
+                    .with_api_base(url.trim_end_matches('/'))
+                    .with_api_version(api_version)
+                    .with_deployment_id(deployment);
+                if let Some(key) = key(api_key) {
+                    c = c.with_api_key(key);
                 }
                 Box::new(c)
             }
@@ -61,17 +70,18 @@ impl OpenAiChat {
         // retried for seconds would hide an outage behind silence; a chat user is better served
         // by a prompt `llm_unavailable` or `busy`. The one retry is in `send`.
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .build()
             .map_err(|e| LlmError::Unavailable(e.to_string()))?;
         Ok(Self {
             api,
             http,
+            endpoint: redact_endpoint(config.backend.url()),
             model: config.model.clone(),
             temperature: config.temperature,
             max_tokens: config.max_tokens,
-            stall: Duration::from_secs(config.stall_timeout_secs),
+            stall: config.stall_timeout,
         })
     }
 
@@ -278,7 +288,7 @@ fn events_of(event: &Event) -> Option<Result<Vec<ChatEvent>, LlmError>> {
             events.push(ChatEvent::Token(text));
         }
         if let Some(reason) = choice.finish_reason {
-            events.push(ChatEvent::Finish(reason));
+            events.push(ChatEvent::Finish(finish_reason(&reason)));
         }
     }
     if let Some(u) = chunk.usage {
@@ -396,11 +406,15 @@ impl ChatModel for OpenAiChat {
                 Err(e) => Some((Err(e), None)),
             }
         });
-        Ok(stream.boxed())
+        Ok(ChatStream::new(stream.boxed()))
     }
 
     fn model(&self) -> &str {
         &self.model
+    }
+
+    fn describe(&self) -> String {
+        format!("{} ({})", self.endpoint, self.model)
     }
 
     async fn ping(&self) -> Result<(), LlmError> {

@@ -14,45 +14,28 @@ use std::time::Duration;
 use async_trait::async_trait;
 use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::vector_output::Vector as VectorOut;
-use qdrant_client::qdrant::vectors_config::Config as VectorsConfigKind;
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
-    CreateVectorNameRequestBuilder, DeletePointsBuilder, Distance, FieldType, Filter, Modifier,
-    NamedVectors, PointId, PointStruct, PointVectors, PrefetchQueryBuilder, Query as QdrantQuery,
-    QueryPointsBuilder, Rrf, ScrollPointsBuilder, SparseVectorCreationConfigBuilder,
-    SparseVectorParamsBuilder, SparseVectorsConfigBuilder, UpdatePointVectorsBuilder,
-    UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder, VectorsConfigBuilder,
+    Condition, CountPointsBuilder, DeletePointsBuilder, Filter, NamedVectors, PointId, PointStruct,
+    PrefetchQueryBuilder, Query as QdrantQuery, QueryPointsBuilder, Rrf, ScrollPointsBuilder,
+    UpsertPointsBuilder, Vector, VectorInput,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
+
+mod schema;
 
 use super::bm25::{Bm25, SPARSE};
 use super::edge::DENSE;
 use super::{
-    ChunkPayload, ChunkPoint, Hit, IndexError, Query, RRF_K, VectorIndex, prefetch_limit, rank,
+    ChunkPayload, ChunkPoint, Hit, IndexError, IndexTransfer, IndexWriter, Query, RRF_K,
+    VectorIndex, prefetch_limit, rank,
 };
-use crate::config::RetrievalMode;
+use crate::config::{QdrantSettings, RetrievalMode, redact_endpoint};
 
 /// Attempts per call for transient failures (unavailable, deadline exceeded, throttled).
 const ATTEMPTS: u32 = 3;
-
-/// Points per page when giving an older collection its BM25 vectors.
-const BACKFILL_BATCH: usize = 256;
-
-/// How to reach the collection.
-#[derive(Debug, Clone)]
-pub struct QdrantSettings {
-    /// gRPC URL.
-    pub url: String,
-    /// API key, if the server wants one.
-    pub api_key: Option<SecretString>,
-    /// Collection name.
-    pub collection: String,
-    /// Bound on each call.
-    pub timeout: Duration,
-}
 
 /// A collection on a Qdrant server.
 pub struct QdrantIndex {
@@ -132,18 +115,6 @@ where
         })
 }
 
-fn endpoint_of(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => format!(
-            "{}://{}{}",
-            u.scheme(),
-            u.host_str().unwrap_or("?"),
-            u.port().map(|p| format!(":{p}")).unwrap_or_default()
-        ),
-        Err(_) => "<invalid url>".into(),
-    }
-}
-
 fn point_id_string(id: Option<PointId>) -> Result<String, IndexError> {
     match id.and_then(|id| id.point_id_options) {
         Some(PointIdOptions::Uuid(u)) => Ok(u),
@@ -182,7 +153,7 @@ impl QdrantIndex {
         Ok(Self {
             client,
             collection: settings.collection.clone(),
-            endpoint: endpoint_of(&settings.url),
+            endpoint: redact_endpoint(&settings.url),
             dim,
             bm25: Arc::new(Bm25::new()?),
             checked: OnceCell::new(),
@@ -197,186 +168,6 @@ impl QdrantIndex {
             .get_or_try_init(|| self.ensure_collection())
             .await
             .map(|_| ())
-    }
-
-    async fn ensure_collection(&self) -> Result<(), IndexError> {
-        let name = self.collection.clone();
-        let exists = retry(self.deadline, || {
-            self.client.collection_exists(name.clone())
-        })
-        .await?;
-        if !exists {
-            self.create_collection().await?;
-        }
-        let has_bm25 = self.verify().await?;
-        // Every time, not only after creating: idempotent, and a start that died between the two
-        // must not leave `source` filters scanning every point.
-        retry(self.deadline, || {
-            self.client.create_field_index(
-                CreateFieldIndexCollectionBuilder::new(
-                    &self.collection,
-                    "source",
-                    FieldType::Keyword,
-                )
-                .wait(true),
-            )
-        })
-        .await?;
-        if !has_bm25 {
-            self.declare_bm25().await?;
-        }
-        // Also finishes an upgrade that was interrupted part-way.
-        self.backfill_bm25().await
-    }
-
-    async fn create_collection(&self) -> Result<(), IndexError> {
-        tracing::info!(collection = %self.collection, endpoint = %self.endpoint, "creating the Qdrant collection");
-        let mut dense = VectorsConfigBuilder::default();
-        dense.add_named_vector_params(
-            DENSE,
-            VectorParamsBuilder::new(self.dim as u64, Distance::Cosine),
-        );
-        let mut sparse = SparseVectorsConfigBuilder::default();
-        sparse.add_named_vector_params(
-            SPARSE,
-            SparseVectorParamsBuilder::default().modifier(Modifier::Idf as i32),
-        );
-        let created = self
-            .client
-            .create_collection(
-                CreateCollectionBuilder::new(&self.collection)
-                    .vectors_config(dense)
-                    .sparse_vectors_config(sparse),
-            )
-            .await;
-        match created {
-            Ok(_) => {}
-            // Another replica created it first.
-            Err(QdrantError::ResponseError { status })
-                if status.code() == tonic::Code::AlreadyExists => {}
-            Err(e) => return Err(failed(e)),
-        }
-        Ok(())
-    }
-
-    /// Checks the dense vector's name, size and distance; returns whether the BM25 vector exists.
-    async fn verify(&self) -> Result<bool, IndexError> {
-        let name = self.collection.clone();
-        let info = retry(self.deadline, || self.client.collection_info(name.clone())).await?;
-        let params = info
-            .result
-            .and_then(|i| i.config)
-            .and_then(|c| c.params)
-            .ok_or_else(|| IndexError::Engine("collection info without parameters".into()))?;
-        let wrong = |what: String| {
-            IndexError::Open(format!(
-                "the Qdrant collection {:?} at {} {what}; point RAGCHAT_QDRANT_COLLECTION at \
-                 another collection (ragchat creates it) or re-create this one",
-                self.collection, self.endpoint
-            ))
-        };
-        let dense = match params.vectors_config.and_then(|v| v.config) {
-            Some(VectorsConfigKind::ParamsMap(map)) => map.map.get(DENSE).cloned(),
-            _ => None,
-        };
-        let Some(dense) = dense else {
-            return Err(wrong(format!("has no vector named {DENSE:?}")));
-        };
-        if dense.size != self.dim as u64 {
-            return Err(wrong(format!(
-                "holds {}-dimensional vectors but the embedder makes {}-dimensional ones",
-                dense.size, self.dim
-            )));
-        }
-        if dense.distance != Distance::Cosine as i32 {
-            return Err(wrong(format!("does not use cosine distance for {DENSE:?}")));
-        }
-        Ok(params
-            .sparse_vectors_config
-            .is_some_and(|s| s.map.contains_key(SPARSE)))
-    }
-
-    /// Declares the BM25 vector in a collection made before hybrid retrieval.
-    async fn declare_bm25(&self) -> Result<(), IndexError> {
-        tracing::info!(collection = %self.collection, "declaring BM25 vectors in a collection made before hybrid retrieval");
-        let declared = self
-            .client
-            .create_vector_name(
-                CreateVectorNameRequestBuilder::new(
-                    &self.collection,
-                    SPARSE,
-                    SparseVectorCreationConfigBuilder::default().modifier(Modifier::Idf as i32),
-                )
-                .wait(true),
-            )
-            .await;
-        match declared {
-            Ok(_) => Ok(()),
-            Err(QdrantError::ResponseError { status })
-                if status.code() == tonic::Code::Unimplemented =>
-            {
-                Err(IndexError::Open(format!(
-                    "the Qdrant collection {:?} at {} was made before hybrid retrieval, and this \
-                     server cannot add its BM25 vector (that needs Qdrant 1.18 or newer): upgrade \
-                     the server, or point RAGCHAT_QDRANT_COLLECTION at a new collection and \
-                     re-ingest (or `ragchat index import` an export)",
-                    self.collection, self.endpoint
-                )))
-            }
-            Err(e) => Err(failed(e)),
-        }
-    }
-
-    /// Gives every point without a BM25 vector one, from the chunk text it stores.
-    async fn backfill_bm25(&self) -> Result<(), IndexError> {
-        let without_bm25 = || Filter::must_not([Condition::has_vector(SPARSE)]);
-        let missing = retry(self.deadline, || {
-            self.client.count(
-                CountPointsBuilder::new(&self.collection)
-                    .filter(without_bm25())
-                    .exact(true),
-            )
-        })
-        .await?
-        .result
-        .map_or(0, |r| r.count);
-        if missing == 0 {
-            return Ok(());
-        }
-        tracing::info!(collection = %self.collection, chunks = missing, "adding BM25 vectors from the stored chunk text");
-        // Only the BM25 vector is written, so a chunk that a concurrent ingest replaced or
-        // deleted meanwhile is never brought back; updating a point deleted since the page was
-        // read fails the call, and the next connect resumes with what is still missing.
-        let mut from = None;
-        loop {
-            let (points, next) = self
-                .scroll_page(from, BACKFILL_BATCH, Some(without_bm25()))
-                .await?;
-            if !points.is_empty() {
-                let vectors: Vec<PointVectors> = points
-                    .iter()
-                    .map(|p| PointVectors {
-                        id: Some(p.id.to_string().into()),
-                        vectors: Some(
-                            NamedVectors::default()
-                                .add_vector(SPARSE, self.bm25_vector(&p.payload.text))
-                                .into(),
-                        ),
-                    })
-                    .collect();
-                retry(self.deadline, || {
-                    self.client.update_vectors(
-                        UpdatePointVectorsBuilder::new(&self.collection, vectors.clone())
-                            .wait(true),
-                    )
-                })
-                .await?;
-            }
-            match next {
-                Some(id) => from = Some(id),
-                None => return Ok(()),
-            }
-        }
     }
 
     /// A chunk text's BM25 vector in the client's form.
@@ -527,6 +318,37 @@ impl VectorIndex for QdrantIndex {
         Ok(hits)
     }
 
+    async fn ping(&self) -> Result<(), IndexError> {
+        self.connect().await?;
+        // The collection may have been deleted since: readiness must say so.
+        let name = self.collection.clone();
+        if retry(self.deadline, || {
+            self.client.collection_exists(name.clone())
+        })
+        .await?
+        {
+            Ok(())
+        } else {
+            Err(IndexError::Engine(format!(
+                "the Qdrant collection {:?} no longer exists at {}",
+                self.collection, self.endpoint
+            )))
+        }
+    }
+}
+
+#[async_trait]
+impl IndexWriter for QdrantIndex {
+    async fn count(&self) -> Result<usize, IndexError> {
+        self.connect().await?;
+        let response = retry(self.deadline, || {
+            self.client
+                .count(CountPointsBuilder::new(&self.collection).exact(true))
+        })
+        .await?;
+        Ok(response.result.map_or(0, |r| r.count as usize))
+    }
+
     async fn source_hash(&self, source: &str) -> Result<Option<String>, IndexError> {
         self.connect().await?;
         let response = retry(self.deadline, || {
@@ -561,16 +383,14 @@ impl VectorIndex for QdrantIndex {
         self.upsert_points(points).await
     }
 
-    async fn count(&self) -> Result<usize, IndexError> {
-        self.connect().await?;
-        let response = retry(self.deadline, || {
-            self.client
-                .count(CountPointsBuilder::new(&self.collection).exact(true))
-        })
-        .await?;
-        Ok(response.result.map_or(0, |r| r.count as usize))
+    async fn finish_ingest(&self) -> Result<(), IndexError> {
+        // The server indexes and persists by itself; writes already waited to be applied.
+        Ok(())
     }
+}
 
+#[async_trait]
+impl IndexTransfer for QdrantIndex {
     async fn scroll(
         &self,
         from: Option<Uuid>,
@@ -584,46 +404,11 @@ impl VectorIndex for QdrantIndex {
         self.connect().await?;
         self.upsert_points(points).await
     }
-
-    async fn finish_ingest(&self) -> Result<(), IndexError> {
-        // The server indexes and persists by itself; writes already waited to be applied.
-        Ok(())
-    }
-
-    async fn ping(&self) -> Result<(), IndexError> {
-        self.connect().await?;
-        // The collection may have been deleted since: readiness must say so.
-        let name = self.collection.clone();
-        if retry(self.deadline, || {
-            self.client.collection_exists(name.clone())
-        })
-        .await?
-        {
-            Ok(())
-        } else {
-            Err(IndexError::Engine(format!(
-                "the Qdrant collection {:?} no longer exists at {}",
-                self.collection, self.endpoint
-            )))
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_endpoint_shown_never_carries_credentials_or_paths() {
-        assert_eq!(
-            endpoint_of("https://user:secret@abc.cloud.qdrant.io:6334/x?api-key=k"),
-            "https://abc.cloud.qdrant.io:6334"
-        );
-        assert_eq!(
-            endpoint_of("http://127.0.0.1:6334"),
-            "http://127.0.0.1:6334"
-        );
-    }
 
     #[tokio::test]
     async fn an_unreachable_server_is_retried_then_a_bounded_engine_error() {
@@ -642,7 +427,6 @@ mod tests {
         .expect("client");
         let started = std::time::Instant::now();
         let err = index.ping().await.expect_err("nothing listens");
-        eprintln!("ERR {err:?} after {:?}", started.elapsed());
         assert!(matches!(err, IndexError::Engine(_)), "{err}");
         assert!(
             started.elapsed() < Duration::from_secs(5),

@@ -8,7 +8,7 @@ use std::io::{BufRead, Write};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ChunkPayload, ChunkPoint, IndexError, VectorIndex};
+use super::{ChunkPayload, ChunkPoint, IndexError, IndexTransfer};
 
 /// Chunks per page read from, or written to, an index.
 const BATCH: usize = 256;
@@ -54,7 +54,10 @@ struct Line {
 }
 
 /// Writes every chunk of `index` to `out`; returns how many.
-pub async fn export(index: &dyn VectorIndex, mut out: impl Write) -> Result<usize, TransferError> {
+pub async fn export(
+    index: &dyn IndexTransfer,
+    mut out: impl Write,
+) -> Result<usize, TransferError> {
     let header = Header {
         format: FORMAT.into(),
         version: VERSION,
@@ -93,7 +96,10 @@ fn json(value: &impl Serialize) -> Result<String, TransferError> {
 /// anything is written; a bad line further on stops the import there, and a file shorter than
 /// its header says is an error after the import (already written chunks stay: writes are
 /// upserts by id).
-pub async fn import(input: impl BufRead, index: &dyn VectorIndex) -> Result<usize, TransferError> {
+pub async fn import(
+    input: impl BufRead,
+    index: &dyn IndexTransfer,
+) -> Result<usize, TransferError> {
     let mut lines = input.lines().enumerate();
     let bad = |line: usize, message: String| TransferError::Format {
         line: line + 1,

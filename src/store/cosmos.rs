@@ -8,18 +8,16 @@
 //! saying what is wrong and how to fix it. A Cosmos that is merely unreachable does not stop the
 //! start: the store connects on first success, and records spool until then.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use async_trait::async_trait;
-use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
+use azure_core::credentials::Secret;
 use azure_data_cosmos::clients::{ContainerClient, DatabaseClient};
 use azure_data_cosmos::feed::FeedScope;
 use azure_data_cosmos::models::{ContainerProperties, PartitionKeyDefinition};
 use azure_data_cosmos::options::{
-    EndToEndOperationLatencyPolicy, ItemReadOptions, ItemWriteOptions, OperationOptions,
-    OperationOptionsBuilder, QueryOptions,
+    EndToEndOperationLatencyPolicy, ItemWriteOptions, OperationOptions, OperationOptionsBuilder,
+    QueryOptions,
 };
 use azure_data_cosmos::{
     AccountEndpoint, AccountReference, CosmosClient, CosmosError, Query, RoutingStrategy,
@@ -27,8 +25,10 @@ use azure_data_cosmos::{
 use futures::TryStreamExt;
 use secrecy::ExposeSecret;
 
+mod credential;
+
 use super::{RecordStore, StoreError, TurnRecord};
-use crate::config::StoreConfig;
+use crate::config::{CosmosSettings, redact_endpoint};
 
 /// The partition key path ragchat needs: a conversation's turns live together, so loading a
 /// conversation is a single-partition query and writes spread across conversations.
@@ -41,7 +41,7 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct CosmosStore {
     /// Set on the first successful connection (client built, container checked).
     container: tokio::sync::OnceCell<ContainerClient>,
-    settings: StoreConfig,
+    settings: CosmosSettings,
     describe: String,
     timeout: Duration,
 }
@@ -83,26 +83,12 @@ fn status(e: &CosmosError) -> u16 {
     u16::from(e.status().status_code())
 }
 
-/// The endpoint as shown in messages and /health: scheme, host and port only. A connection
-/// string pasted by mistake must never reach a log.
-fn redacted(endpoint: &str) -> String {
-    match reqwest::Url::parse(endpoint) {
-        Ok(url) if !endpoint.contains("AccountKey") => format!(
-            "{}://{}{}",
-            url.scheme(),
-            url.host_str().unwrap_or("?"),
-            url.port().map(|p| format!(":{p}")).unwrap_or_default()
-        ),
-        _ => "(not an endpoint URL)".into(),
-    }
-}
-
 impl CosmosStore {
     /// Connects (creating database and container when allowed) and checks the container.
     /// Fails when it is set up wrongly; starts degraded when Cosmos is only unreachable.
-    pub async fn open(config: &StoreConfig) -> anyhow::Result<Self> {
-        let endpoint = config.cosmos_endpoint.as_deref().unwrap_or_default();
-        let auth = if config.cosmos_key.is_some() {
+    pub async fn open(config: &CosmosSettings) -> anyhow::Result<Self> {
+        let endpoint = &config.endpoint;
+        let auth = if config.key.is_some() {
             "key"
         } else {
             "entra-id"
@@ -112,11 +98,11 @@ impl CosmosStore {
             settings: config.clone(),
             describe: format!(
                 "cosmos:{} {}/{} ({auth})",
-                redacted(endpoint),
-                config.cosmos_database,
-                config.cosmos_container
+                redact_endpoint(endpoint),
+                config.database,
+                config.container
             ),
-            timeout: Duration::from_millis(config.timeout_ms).max(Duration::from_secs(1)),
+            timeout: config.timeout,
         };
         match tokio::time::timeout(OPEN_TIMEOUT, store.container()).await {
             Ok(Ok(_)) => tracing::info!(store = %store.describe, "cosmos record store ready"),
@@ -146,18 +132,17 @@ impl CosmosStore {
     }
 }
 
-async fn connect(config: &StoreConfig) -> Result<ContainerClient, ConnectError> {
-    let endpoint = config.cosmos_endpoint.as_deref().unwrap_or_default();
-    let (database, container) = (&config.cosmos_database, &config.cosmos_container);
-    let client = client(endpoint, config).await?;
+async fn connect(config: &CosmosSettings) -> Result<ContainerClient, ConnectError> {
+    let (database, container) = (&config.database, &config.container);
+    let client = client(&config.endpoint, config).await?;
     let db = client.database_client(database);
-    if config.cosmos_create {
+    if config.create {
         create_if_missing(&client, &db, database, container).await?;
     }
     check_container(&db, database, container, config).await
 }
 
-async fn client(endpoint: &str, config: &StoreConfig) -> Result<CosmosClient, ConnectError> {
+async fn client(endpoint: &str, config: &CosmosSettings) -> Result<CosmosClient, ConnectError> {
     if endpoint.contains("AccountKey") {
         return Err(ConnectError::Misconfigured(
             "RAGCHAT_COSMOS_ENDPOINT holds a connection string: set it to the account URL \
@@ -165,18 +150,18 @@ async fn client(endpoint: &str, config: &StoreConfig) -> Result<CosmosClient, Co
                 .into(),
         ));
     }
-    let shown = redacted(endpoint);
+    let shown = redact_endpoint(endpoint);
     let account_endpoint: AccountEndpoint = endpoint.parse().map_err(|e| {
         ConnectError::Misconfigured(format!("RAGCHAT_COSMOS_ENDPOINT: {shown} is invalid: {e}"))
     })?;
-    let account = match &config.cosmos_key {
+    let account = match &config.key {
         Some(key) => AccountReference::with_authentication_key(
             account_endpoint,
             Secret::new(key.expose_secret().to_owned()),
         ),
         None => AccountReference::with_credential(
             account_endpoint,
-            entra_id_credential().map_err(|e| ConnectError::Misconfigured(format!("{e:#}")))?,
+            credential::entra_id().map_err(|e| ConnectError::Misconfigured(format!("{e:#}")))?,
         ),
     };
     CosmosClient::builder()
@@ -232,12 +217,12 @@ async fn check_container(
     db: &DatabaseClient,
     database: &str,
     container: &str,
-    config: &StoreConfig,
+    config: &CosmosSettings,
 ) -> Result<ContainerClient, ConnectError> {
     let client = match db.container_client(container, None).await {
         Ok(c) => c,
         Err(e) if status(&e) == 404 => {
-            let hint = if config.cosmos_create {
+            let hint = if config.create {
                 ""
             } else {
                 ", or set RAGCHAT_COSMOS_CREATE=true to create it at start"
@@ -331,22 +316,6 @@ impl RecordStore for CosmosStore {
             .map_err(|e| classify(&e))
     }
 
-    async fn get(&self, conversation_id: &str, id: &str) -> Result<Option<TurnRecord>, StoreError> {
-        let container = self.container().await?;
-        let options = ItemReadOptions::default().with_operation_options(self.options());
-        match container
-            .read_item(conversation_id.to_owned(), id, Some(options))
-            .await
-        {
-            Ok(response) => response
-                .into_model::<TurnRecord>()
-                .map(Some)
-                .map_err(|e| StoreError::Rejected(format!("stored record: {e}"))),
-            Err(e) if status(&e) == 404 => Ok(None),
-            Err(e) => Err(classify(&e)),
-        }
-    }
-
     async fn conversation(
         &self,
         conversation_id: &str,
@@ -374,81 +343,79 @@ impl RecordStore for CosmosStore {
             .map_err(|e| classify(&e))
     }
 
-    async fn recent(&self, _n: usize) -> Result<Vec<TurnRecord>, StoreError> {
-        // A cross-partition ORDER BY needs a query plan the Rust SDK does not run yet.
-        Err(StoreError::Unsupported(
-            "listing recent turns across conversations is not supported on Cosmos DB; use \
-             `ragchat records --conversation ID`, or Data Explorer in the Azure portal"
-                .into(),
-        ))
-    }
-
     fn describe(&self) -> String {
         self.describe.clone()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         let container = self.container().await?;
-        check_partition_key(container, &self.settings.cosmos_container).await
+        check_partition_key(container, &self.settings.container).await
     }
 }
 
-/// Microsoft Entra ID for Azure: workload identity (when its variables are set), then the
-/// managed identity, then the Azure CLI login (a developer's laptop). The first that yields a
-/// token is kept.
-fn entra_id_credential() -> anyhow::Result<Arc<dyn TokenCredential>> {
-    let mut sources: Vec<Arc<dyn TokenCredential>> = Vec::new();
-    if let Ok(workload) = azure_identity::WorkloadIdentityCredential::new(None) {
-        sources.push(workload);
+#[cfg(test)]
+mod tests {
+    use azure_core::http::StatusCode;
+    use azure_data_cosmos::CosmosStatus;
+
+    use super::*;
+
+    fn error(status: u16) -> CosmosError {
+        CosmosError::builder()
+            .with_status(CosmosStatus::new(StatusCode::from(status)))
+            .with_message("the service said no")
+            .build()
     }
-    sources.push(
-        azure_identity::ManagedIdentityCredential::new(None)
-            .context("RAGCHAT_COSMOS_KEY is unset, so Entra ID is used: managed identity")?,
-    );
-    sources.push(
-        azure_identity::AzureCliCredential::new(None)
-            .context("RAGCHAT_COSMOS_KEY is unset, so Entra ID is used: Azure CLI")?,
-    );
-    Ok(Arc::new(ChainedCredential {
-        sources,
-        chosen: std::sync::OnceLock::new(),
-    }))
-}
 
-/// azure_identity 1.0 has no chained credential; this is the smallest one.
-#[derive(Debug)]
-struct ChainedCredential {
-    sources: Vec<Arc<dyn TokenCredential>>,
-    chosen: std::sync::OnceLock<usize>,
-}
+    #[test]
+    fn a_request_cosmos_refuses_is_rejected_and_the_rest_is_retried() {
+        for status in [400, 413] {
+            assert!(
+                matches!(classify(&error(status)), StoreError::Rejected(_)),
+                "{status}"
+            );
+        }
+        // Throttling, timeouts, outages, and a role or container being fixed may all clear.
+        for status in [401, 403, 404, 408, 409, 429, 449, 500, 503] {
+            assert!(classify(&error(status)).is_transient(), "{status}");
+        }
+    }
 
-#[async_trait]
-impl TokenCredential for ChainedCredential {
-    async fn get_token(
-        &self,
-        scopes: &[&str],
-        options: Option<TokenRequestOptions<'_>>,
-    ) -> azure_core::Result<AccessToken> {
-        if let Some(source) = self.chosen.get().and_then(|&i| self.sources.get(i)) {
-            return source.get_token(scopes, options).await;
+    #[test]
+    fn start_up_errors_say_what_to_fix_or_wait() {
+        let misconfigured = |status| match start_error(&error(status), "opening") {
+            ConnectError::Misconfigured(m) => Some(m),
+            ConnectError::Unavailable(_) => None,
+        };
+        let refused = misconfigured(401).expect("a refused key stops the start");
+        assert!(refused.contains("RAGCHAT_COSMOS_KEY"), "{refused}");
+        let no_role = misconfigured(403).expect("a missing role stops the start");
+        assert!(no_role.contains("Data Contributor"), "{no_role}");
+        assert!(misconfigured(400).is_some());
+        assert!(misconfigured(404).is_some());
+        for status in [408, 429, 500, 503] {
+            assert!(
+                misconfigured(status).is_none(),
+                "{status} may clear: start degraded"
+            );
         }
-        let mut errors = Vec::new();
-        for (i, source) in self.sources.iter().enumerate() {
-            match source.get_token(scopes, options.clone()).await {
-                Ok(token) => {
-                    let _ = self.chosen.set(i);
-                    return Ok(token);
-                }
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-        Err(azure_core::Error::with_message(
-            azure_core::error::ErrorKind::Credential,
-            format!(
-                "no Microsoft Entra ID credential worked (workload identity, managed identity, \
-                 Azure CLI): {}",
-                errors.join("; ")
-            ),
-        ))
+    }
+
+    #[test]
+    fn the_endpoint_shown_never_carries_a_key_or_a_path() {
+        assert_eq!(
+            redact_endpoint("https://acct.documents.azure.com:443/dbs/x?sig=secret"),
+            "https://acct.documents.azure.com"
+        );
+        assert_eq!(
+            redact_endpoint("https://127.0.0.1:8081/"),
+            "https://127.0.0.1:8081"
+        );
+        let pasted = "AccountEndpoint=https://a.documents.azure.com:443/;AccountKey=c2VjcmV0;";
+        assert!(!redact_endpoint(pasted).contains("c2VjcmV0"));
+        assert!(
+            !redact_endpoint("https://u:p4ss@h:6334").contains("p4ss"),
+            "no credentials"
+        );
     }
 }

@@ -20,6 +20,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use super::{RecordStore, Spool, StoreError, TurnRecord, now_rfc3339};
+use crate::config::StoreConfig;
 
 /// Records delivered to the store at once.
 const IN_FLIGHT: usize = 16;
@@ -53,6 +54,15 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The retry budget and call bound `config` sets, with the default back-off.
+    pub fn from_config(config: &StoreConfig) -> Self {
+        Self {
+            budget: config.retry_budget,
+            attempt_timeout: config.timeout,
+            ..Self::default()
+        }
+    }
+
     /// Back-off before attempt `attempt + 1`: exponential, "equal jitter" (half fixed, half
     /// random), capped.
     fn backoff(&self, attempt: u32) -> Duration {
@@ -92,12 +102,21 @@ struct Stats {
     last_error: Mutex<Option<(String, String)>>,
 }
 
+/// How the record path is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecorderState {
+    /// Records reach the store.
+    Ok,
+    /// The store fails or records wait in the spool; turns are still answered.
+    Degraded,
+}
+
 /// The record path's state, for `/health`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecorderStatus {
-    /// `ok`, or `degraded` while the store fails or records wait in the spool. Turns are still
-    /// answered either way.
-    pub state: &'static str,
+    /// `ok`, or `degraded` while the store fails or records wait in the spool.
+    pub state: RecorderState,
     /// Records waiting in the in-memory queue.
     pub queued: usize,
     /// Records waiting in the on-disk spool.
@@ -166,11 +185,20 @@ impl Shared {
         }
     }
 
-    fn reject(&self, record: &TurnRecord, error: &StoreError) {
+    /// Keeps a record the store refused for good aside (off the runtime: it writes a file).
+    async fn reject(&self, record: TurnRecord, error: &StoreError) {
         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::error!(error = %error, turn_id = %record.id, "the store refused a record for good");
-        if let Err(e) = self.spool.set_aside_record(record) {
-            last_resort(record, &e);
+        let spool = Arc::clone(&self.spool);
+        match tokio::task::spawn_blocking(move || {
+            let r = spool.set_aside_record(&record);
+            (r, record)
+        })
+        .await
+        {
+            Ok((Ok(()), _)) => {}
+            Ok((Err(e), record)) => last_resort(&record, &e),
+            Err(e) => tracing::error!(error = %e, "spool task failed"),
         }
     }
 
@@ -204,7 +232,7 @@ impl Shared {
                 StoreError::Transient { retry_after, .. } => {
                     retry_after.unwrap_or_else(|| self.policy.backoff(attempt))
                 }
-                _ => return self.reject(&record, &error),
+                _ => return self.reject(record, &error).await,
             };
             if closing.is_cancelled() || Instant::now() + wait > deadline {
                 tracing::warn!(error = %error, turn_id = %record.id, attempts = attempt + 1,
@@ -252,7 +280,7 @@ impl Shared {
                     }
                     Err(e) if !e.is_transient() => {
                         self.failed(&e);
-                        self.reject(record, &e);
+                        self.reject(record.clone(), &e).await;
                     }
                     Err(e) => {
                         self.failed(&e);
@@ -388,6 +416,8 @@ impl Recorder {
             wake: Notify::new(),
         });
         let close = CancellationToken::new();
+        // Owned by the returned `RecorderTask`, whose `finish` awaits it.
+        #[allow(clippy::disallowed_methods)]
         let handle = tokio::spawn(writer(Arc::clone(&shared), rx, close.clone()));
         (Self { tx, shared }, RecorderTask { handle, close })
     }
@@ -407,6 +437,12 @@ impl Recorder {
         }
     }
 
+    /// Whether the store is failing or records wait in the spool: two atomic reads, cheap
+    /// enough for every turn.
+    pub fn is_degraded(&self) -> bool {
+        self.shared.stats.degraded.load(Ordering::Relaxed) || !self.shared.spool.is_empty()
+    }
+
     /// The record path's state.
     pub fn status(&self) -> RecorderStatus {
         let s = &self.shared.stats;
@@ -415,15 +451,14 @@ impl Recorder {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let spooled = self.shared.spool.len();
         RecorderStatus {
-            state: if s.degraded.load(Ordering::Relaxed) || spooled > 0 {
-                "degraded"
+            state: if self.is_degraded() {
+                RecorderState::Degraded
             } else {
-                "ok"
+                RecorderState::Ok
             },
             queued: self.tx.max_capacity() - self.tx.capacity(),
-            spooled,
+            spooled: self.shared.spool.len(),
             written: s.written.load(Ordering::Relaxed),
             retried: s.retried.load(Ordering::Relaxed),
             replayed: s.replayed.load(Ordering::Relaxed),
@@ -474,13 +509,7 @@ mod tests {
             self.writes.lock().expect("lock").push(record.id.clone());
             Ok(())
         }
-        async fn get(&self, _: &str, _: &str) -> Result<Option<TurnRecord>, StoreError> {
-            Ok(None)
-        }
         async fn conversation(&self, _: &str, _: usize) -> Result<Vec<TurnRecord>, StoreError> {
-            Ok(Vec::new())
-        }
-        async fn recent(&self, _: usize) -> Result<Vec<TurnRecord>, StoreError> {
             Ok(Vec::new())
         }
         fn describe(&self) -> String {
@@ -500,52 +529,84 @@ mod tests {
         }
     }
 
-    #[test]
-    fn backoff_grows_with_jitter_and_is_capped() {
-        let p = RetryPolicy::default();
-        for attempt in 0..20 {
-            let b = p.backoff(attempt);
-            let exp = p
-                .base
-                .saturating_mul(1 << attempt.min(16))
-                .min(p.max_backoff);
-            assert!(
-                b >= exp / 2 && b <= exp,
-                "attempt {attempt}: {b:?} vs {exp:?}"
-            );
+    /// Polls `done` every 10 ms (real time: the spool's file work runs on real threads) for up
+    /// to 10 s.
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        let t = std::time::Instant::now();
+        while !done() {
+            assert!(t.elapsed() < Duration::from_secs(10), "timed out: {what}");
+            sleep(Duration::from_millis(10)).await;
         }
     }
 
+    #[test]
+    fn backoff_doubles_from_the_base_with_half_of_it_random_and_is_capped() {
+        let p = RetryPolicy::default(); // 100 ms doubling, capped at 10 s
+        let ms = |attempt| p.backoff(attempt).as_millis();
+        let bounds = [
+            (0, 50, 100),
+            (1, 100, 200),
+            (3, 400, 800),
+            (7, 5_000, 10_000),
+        ];
+        for (attempt, low, high) in bounds {
+            for _ in 0..50 {
+                let b = ms(attempt);
+                assert!((low..=high).contains(&b), "attempt {attempt}: {b} ms");
+            }
+        }
+        assert!(ms(40) <= 10_000, "capped however many attempts");
+        let seen: std::collections::HashSet<_> = (0..50).map(|_| ms(3)).collect();
+        assert!(seen.len() > 5, "jittered, not fixed: {seen:?}");
+    }
+
     #[tokio::test]
-    async fn an_outage_spools_then_replays_every_record_once_in_order() {
+    async fn records_that_arrive_during_an_outage_are_replayed_once_in_arrival_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = Arc::new(Spool::open(dir.path(), "t").expect("spool"));
         let store = Arc::new(Flaky::default());
         store.down.store(true, Ordering::SeqCst);
-        let (recorder, task) = Recorder::start(store.clone(), spool.clone(), 4, policy());
-        for i in 0..10 {
+        let (recorder, task) = Recorder::start(store.clone(), spool.clone(), 64, policy());
+        // The first record runs out of retry budget and is spooled; the rest queue behind it.
+        recorder.record(record("c", "r0")).await;
+        eventually("r0 is spooled", || spool.len() == 1).await;
+        assert!(recorder.is_degraded());
+        assert_eq!(recorder.status().state, RecorderState::Degraded);
+        for i in 1..10 {
             recorder.record(record("c", &format!("r{i}"))).await;
         }
-        // Everything ends up on disk while the store is down, whether it overflowed the queue
-        // or ran out of retry budget.
-        let t = Instant::now();
-        while spool.len() < 10 && t.elapsed() < Duration::from_secs(5) {
-            sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(spool.len(), 10);
-        assert_eq!(recorder.status().state, "degraded");
+        eventually("all ten are spooled", || spool.len() == 10).await;
+        assert!(store.writes.lock().expect("lock").is_empty());
         store.down.store(false, Ordering::SeqCst);
-        let t = Instant::now();
-        while !spool.is_empty() && t.elapsed() < Duration::from_secs(10) {
-            sleep(Duration::from_millis(10)).await;
+        eventually("the spool is replayed", || spool.is_empty()).await;
+        task.finish().await;
+        let writes = store.writes.lock().expect("lock").clone();
+        let expected: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+        assert_eq!(writes, expected, "each once, in the order they arrived");
+        assert!(!recorder.is_degraded());
+        assert_eq!(recorder.status().state, RecorderState::Ok);
+        assert_eq!(recorder.status().replayed, 10);
+    }
+
+    #[tokio::test]
+    async fn an_overflowing_queue_spools_instead_of_dropping() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Arc::new(Spool::open(dir.path(), "t").expect("spool"));
+        let store = Arc::new(Flaky::default());
+        store.down.store(true, Ordering::SeqCst);
+        let (recorder, task) = Recorder::start(store.clone(), spool.clone(), 2, policy());
+        for i in 0..30 {
+            recorder.record(record("c", &format!("r{i}"))).await;
         }
+        eventually("every record is on disk", || spool.len() == 30).await;
+        store.down.store(false, Ordering::SeqCst);
+        eventually("the spool is replayed", || spool.is_empty()).await;
         task.finish().await;
         let mut writes = store.writes.lock().expect("lock").clone();
-        assert_eq!(writes.len(), 10, "each record once: {writes:?}");
+        assert_eq!(writes.len(), 30, "none twice: {writes:?}");
         writes.sort();
         writes.dedup();
-        assert_eq!(writes.len(), 10);
-        assert_eq!(recorder.status().state, "ok");
+        assert_eq!(writes.len(), 30, "none lost");
     }
 
     #[tokio::test]

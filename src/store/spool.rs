@@ -264,20 +264,6 @@ fn sanitize(instance: &str) -> String {
     if s.is_empty() { "local".into() } else { s }
 }
 
-/// A name for this instance: Azure's `WEBSITE_INSTANCE_ID`, else the host name.
-pub fn instance_name() -> String {
-    std::env::var("WEBSITE_INSTANCE_ID")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| {
-            fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|s| s.trim().to_owned())
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "local".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

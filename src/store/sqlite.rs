@@ -4,9 +4,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
-use super::{RecordStore, StoreError, TurnRecord};
+use super::{RecordListing, RecordStore, StoreError, TurnRecord};
 
 /// A SQLite file.
 pub struct SqliteStore {
@@ -92,22 +92,6 @@ impl RecordStore for SqliteStore {
         .await
     }
 
-    async fn get(&self, conversation_id: &str, id: &str) -> Result<Option<TurnRecord>, StoreError> {
-        let (conversation_id, id) = (conversation_id.to_owned(), id.to_owned());
-        self.with_conn(move |conn| {
-            conn.query_row(
-                "SELECT record FROM turns WHERE id = ?1 AND conversation_id = ?2",
-                [id, conversation_id],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()
-            .map_err(backend)?
-            .map(parse)
-            .transpose()
-        })
-        .await
-    }
-
     async fn conversation(
         &self,
         conversation_id: &str,
@@ -131,6 +115,22 @@ impl RecordStore for SqliteStore {
         .await
     }
 
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_conn(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
+            .await
+    }
+
+    fn listing(&self) -> Option<&dyn RecordListing> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl RecordListing for SqliteStore {
     async fn recent(&self, n: usize) -> Result<Vec<TurnRecord>, StoreError> {
         self.with_conn(move |conn| {
             let mut stmt = conn
@@ -142,14 +142,5 @@ impl RecordStore for SqliteStore {
             rows.map(|r| r.map_err(backend).and_then(parse)).collect()
         })
         .await
-    }
-
-    fn describe(&self) -> String {
-        format!("sqlite:{}", self.path)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.with_conn(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
-            .await
     }
 }

@@ -1,7 +1,7 @@
 //! Ingestion into the real embedded index with real embeddings.
 
 use ragchat::config::{IndexMemory, RetrievalMode};
-use ragchat::retrieval::{EdgeIndex, VectorIndex};
+use ragchat::retrieval::{EdgeIndex, IndexWriter};
 
 use crate::support::embedder;
 
@@ -39,7 +39,7 @@ async fn reingest_skips_unchanged_files_and_replaces_changed_ones() {
     }
 }
 
-async fn reingest_on(index: &dyn VectorIndex) {
+async fn reingest_on(index: &dyn IndexWriter) {
     let docs = tempfile::tempdir().expect("docs");
     let long = (0..60)
         .map(|i| format!("Paragraph {i} explains the tide tables of harbour number {i}."))

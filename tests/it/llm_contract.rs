@@ -1,9 +1,9 @@
 //! Contract tests of the chat-model client on recorded llama-server transcripts (and faults
 //! built from them), served over real HTTP.
 
-use futures::StreamExt;
 use ragchat::error::{ApiError, ErrorCode};
 use ragchat::llm::{ChatEvent, ChatMessage, ChatModel, LlmError, OpenAiChat};
+use ragchat::turn::FinishReason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{config, dead_url, replay_server};
@@ -53,7 +53,7 @@ async fn basic_stream_with_null_content_and_timings() {
     let (events, error) = collect(&client("basic", &[]).await).await;
     assert_eq!(error, None);
     assert_eq!(text(&events), "The capital of France is Paris.");
-    assert_eq!(events.last(), Some(&ChatEvent::Finish("stop".into())));
+    assert_eq!(events.last(), Some(&ChatEvent::Finish(FinishReason::Stop)));
     assert!(!events.iter().any(|e| matches!(e, ChatEvent::Usage { .. })));
 }
 
@@ -62,7 +62,7 @@ async fn usage_in_an_empty_choices_chunk_and_length_finish() {
     let (events, error) = collect(&client("usage-length", &[]).await).await;
     assert_eq!(error, None);
     assert!(text(&events).starts_with("In the depths of the ocean,"));
-    assert!(events.contains(&ChatEvent::Finish("length".into())));
+    assert!(events.contains(&ChatEvent::Finish(FinishReason::Length)));
     assert_eq!(
         events.last(),
         Some(&ChatEvent::Usage {
@@ -94,16 +94,21 @@ async fn upstream_errors_map_to_client_codes() {
     ];
     for (scenario, code) in cases {
         let (events, error) = collect(&client(scenario, &[]).await).await;
-        // A cut stream ends without an error item; the turn notices the missing finish reason.
-        let api: ApiError = match (scenario, error) {
-            ("cut", None) => {
-                assert!(!events.iter().any(|e| matches!(e, ChatEvent::Finish(_))));
-                continue;
-            }
-            (_, Some(e)) => e.into(),
-            (_, None) => panic!("{scenario}: expected an error, got {events:?}"),
+        let Some(error) = error else {
+            panic!("{scenario}: expected an error, got {events:?}");
         };
+        let api: ApiError = error.into();
         assert_eq!(api.code, code, "{scenario}: {api}");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_cut_off_before_its_finish_reason_is_an_error_after_its_tokens() {
+    let (events, error) = collect(&client("cut", &[]).await).await;
+    assert_eq!(text(&events), "The capital of", "the tokens before the cut");
+    match error {
+        Some(LlmError::Unavailable(m)) => assert!(m.contains("cut off"), "{m}"),
+        other => panic!("expected unavailable, got {other:?}"),
     }
 }
 
@@ -121,7 +126,7 @@ async fn a_stalled_stream_times_out_instead_of_hanging() {
     let started = std::time::Instant::now();
     let (events, error) = collect(&model).await;
     assert!(matches!(error, Some(LlmError::Unavailable(_))), "{error:?}");
-    assert!(events.is_empty() || !text(&events).is_empty());
+    assert_eq!(text(&events), "The", "what came before the stall is kept");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
 
@@ -135,7 +140,7 @@ async fn a_slow_stream_is_not_a_stall() {
     assert_eq!(error, None);
     assert!(started.elapsed() > std::time::Duration::from_secs(2));
     assert_eq!(text(&events), "The capital of France is Paris.");
-    assert_eq!(events.last(), Some(&ChatEvent::Finish("stop".into())));
+    assert_eq!(events.last(), Some(&ChatEvent::Finish(FinishReason::Stop)));
 }
 
 #[tokio::test]

@@ -2,6 +2,9 @@
 //! the real llama-server that `scripts/test.sh` starts (RAGCHAT_TEST_LLM_URL); records also go
 //! to a real Cosmos DB–compatible server (tests/cosmos-server) that the tests start themselves.
 
+// Test servers and readers are spawned for the life of one test (its runtime ends them).
+#![allow(clippy::disallowed_methods)]
+
 mod cosmos_server;
 mod health;
 mod ingest;

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
-use ragchat::app::{App, AppState, Backends};
+use ragchat::app::{App, Backends};
 use ragchat::chat::protocol::ServerFrame;
-use ragchat::config::Config;
+use ragchat::config::{Config, ConfigArgs, IndexBackend};
 use ragchat::embed::{Embedder, LocalEmbedder};
-use ragchat::llm::OpenAiChat;
-use ragchat::retrieval::EdgeIndex;
+use ragchat::retrieval::{EdgeIndex, IndexTransfer};
+use ragchat::state::AppState;
+use ragchat::store::{RecordStore, TurnRecord};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -24,7 +25,7 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 #[command(args_override_self = true)]
 struct Args {
     #[command(flatten)]
-    config: Config,
+    config: ConfigArgs,
 }
 
 /// The llama-server that scripts/test.sh started.
@@ -33,6 +34,23 @@ pub fn llm_url() -> String {
         "RAGCHAT_TEST_LLM_URL is not set: run the tests with `make test`, which starts a real \
          llama-server and sets it",
     )
+}
+
+/// Tells whoever runs the tests something they must not miss (a skipped half, say): a line in
+/// the file `make test` prints after the tests (`RAGCHAT_TEST_NOTICES`), else stderr.
+pub fn notice(line: &str) {
+    use std::io::Write;
+    let written = std::env::var_os("RAGCHAT_TEST_NOTICES").is_some_and(|path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| writeln!(f, "{line}"))
+            .is_ok()
+    });
+    if !written {
+        eprintln!("{line}");
+    }
 }
 
 /// A URL where nothing listens.
@@ -157,10 +175,10 @@ pub async fn spawn_app_at(dir: &Path, llm_url: &str, extra: &[&str]) -> TestApp 
     // `RAGCHAT_TEST_INDEX=qdrant` (with RAGCHAT_TEST_QDRANT_URL) runs every app test on a fresh
     // collection of the Qdrant server instead of the embedded index.
     let on_server = std::env::var("RAGCHAT_TEST_INDEX").is_ok_and(|v| v == "qdrant")
-        && config.index.kind == ragchat::config::IndexKind::Edge;
+        && matches!(config.index.backend, IndexBackend::Edge(_));
     let mut guard = None;
-    let index: Arc<dyn ragchat::retrieval::VectorIndex> = match config.index.kind {
-        ragchat::config::IndexKind::Edge if on_server => {
+    let index: Arc<dyn IndexTransfer> = match &config.index.backend {
+        IndexBackend::Edge(_) if on_server => {
             let backend = crate::retrieval::qdrant_backend()
                 .expect("RAGCHAT_TEST_INDEX=qdrant needs RAGCHAT_TEST_QDRANT_URL");
             ragchat::ingest::run(
@@ -176,23 +194,22 @@ pub async fn spawn_app_at(dir: &Path, llm_url: &str, extra: &[&str]) -> TestApp 
             guard = Some(backend);
             index
         }
-        ragchat::config::IndexKind::Edge => {
-            let index = EdgeIndex::open(&config.index_dir(), embedder.dim(), config.index.memory)
-                .expect("index");
+        IndexBackend::Edge(edge) => {
+            let index = EdgeIndex::open(&edge.dir, embedder.dim(), edge.memory).expect("index");
             ragchat::ingest::run(&[corpus_dir()], embedder.as_ref(), &index, 200, 30)
                 .await
                 .expect("corpus ingests");
             Arc::new(index)
         }
         // As `serve` opens it (the tests that use a server index bring their own data).
-        _ => ragchat::app::open_index(&config, embedder.dim())
+        IndexBackend::Qdrant(_) => ragchat::app::open_index(&config, embedder.dim())
             .await
             .expect("index opens"),
     };
     let backends = Backends {
         embedder,
         index,
-        llm: Arc::new(OpenAiChat::new(&config.llm).expect("llm client")),
+        llm: ragchat::app::open_llm(&config).expect("llm client"),
         store: ragchat::app::open_store(&config)
             .await
             .expect("store opens"),
@@ -266,37 +283,49 @@ pub async fn turn_frames(ws: &mut Ws) -> Vec<ServerFrame> {
     }
 }
 
-/// Waits for the record of `turn_id` to reach the store.
-pub async fn wait_record(app: &TestApp, turn_id: &str) -> ragchat::store::TurnRecord {
-    wait_record_in(app, &conversation_of(app, turn_id).await, turn_id).await
+/// The record of `turn_id` in `conversation_id`, if the store has it: what a test reads back
+/// (the service itself never reads a single record).
+pub async fn find_record(
+    store: &dyn RecordStore,
+    conversation_id: &str,
+    turn_id: &str,
+) -> Option<TurnRecord> {
+    store
+        .conversation(conversation_id, 10_000)
+        .await
+        .expect("store readable")
+        .into_iter()
+        .find(|r| r.id == turn_id)
 }
 
-/// The conversation of a recorded turn (tests that do not name one use the socket's).
-async fn conversation_of(app: &TestApp, turn_id: &str) -> String {
-    for _ in 0..200 {
-        if let Ok(records) = app.state.store.recent(200).await
-            && let Some(r) = records.into_iter().find(|r| r.id == turn_id)
-        {
-            return r.conversation_id;
+/// Waits (up to `limit`) for the record of `turn_id`, in whichever conversation, to reach the
+/// store. SQLite only: it lists across conversations.
+pub async fn wait_record_for(app: &TestApp, turn_id: &str, limit: Duration) -> TurnRecord {
+    let listing = app
+        .state
+        .store
+        .listing()
+        .expect("a store that lists across conversations (SQLite)");
+    let started = std::time::Instant::now();
+    loop {
+        let records = listing.recent(200).await.expect("store readable");
+        if let Some(r) = records.into_iter().find(|r| r.id == turn_id) {
+            return r;
         }
+        assert!(started.elapsed() < limit, "record {turn_id} never arrived");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("record {turn_id} never arrived");
+}
+
+/// Waits for the record of `turn_id` (in whichever conversation) to reach the store.
+pub async fn wait_record(app: &TestApp, turn_id: &str) -> TurnRecord {
+    wait_record_for(app, turn_id, Duration::from_secs(10)).await
 }
 
 /// Waits for the record of `turn_id` in `conversation_id` to reach the store.
-pub async fn wait_record_in(
-    app: &TestApp,
-    conversation_id: &str,
-    turn_id: &str,
-) -> ragchat::store::TurnRecord {
+pub async fn wait_record_in(app: &TestApp, conversation_id: &str, turn_id: &str) -> TurnRecord {
     for _ in 0..400 {
-        if let Some(record) = app
-            .state
-            .store
-            .get(conversation_id, turn_id)
-            .await
-            .expect("store readable")
+        if let Some(record) = find_record(app.state.store.as_ref(), conversation_id, turn_id).await
         {
             return record;
         }
@@ -310,9 +339,37 @@ pub async fn wait_record_in(
 pub const LONG_ANSWER_TOKENS: usize = 60_000;
 pub const LONG_ANSWER_PIECE: &str = " lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris";
 
+/// The replay server: where it listens, and what it saw.
+pub struct Replay {
+    pub addr: SocketAddr,
+    endless_dropped: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Replay {
+    /// How many `endless` answers the client dropped (connection closed) while streaming.
+    pub fn endless_dropped(&self) -> usize {
+        self.endless_dropped
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Serves recorded llama-server transcripts (and faults derived from them) at
 /// `http://addr/{scenario}/v1/chat/completions`.
 pub async fn replay_server() -> SocketAddr {
+    replay().await.addr
+}
+
+/// Counts, when dropped, into its counter: an answer body the client let go of.
+struct CountDrop(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for CountDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The replay server, with what it saw.
+pub async fn replay() -> Replay {
     use axum::extract::Path as UrlPath;
     use axum::response::{IntoResponse, Response};
     use axum::routing::{get, post};
@@ -356,8 +413,30 @@ pub async fn replay_server() -> SocketAddr {
             .collect()
     }
 
-    async fn chat(UrlPath(scenario): UrlPath<String>) -> Response {
+    async fn chat(
+        axum::extract::State(dropped): axum::extract::State<Arc<std::sync::atomic::AtomicUsize>>,
+        UrlPath(scenario): UrlPath<String>,
+    ) -> Response {
         match scenario.as_str() {
+            // The basic answer's content chunks, one every 100 ms, forever; the body notes when
+            // it is dropped (the client closed the connection).
+            "endless" => {
+                let basic = fixture("stream-basic.sse");
+                let chunks: Vec<String> = basic
+                    .split("\n\n")
+                    .filter(|e| e.contains("\"content\":\""))
+                    .map(|e| format!("{e}\n\n"))
+                    .collect();
+                let guard = CountDrop(dropped);
+                let body = futures::stream::iter(chunks.into_iter().cycle()).then(move |chunk| {
+                    let _alive = &guard;
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok::<_, std::io::Error>(chunk)
+                    }
+                });
+                sse_stream(body)
+            }
             "basic" => sse(fixture("stream-basic.sse")),
             "usage-length" => sse(fixture("stream-usage-length.sse")),
             // Older builds put usage on the finish chunk.
@@ -439,12 +518,14 @@ pub async fn replay_server() -> SocketAddr {
         }
     }
 
+    let endless_dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let router = axum::Router::new()
         .route("/{scenario}/v1/chat/completions", post(chat))
         .route(
             "/{scenario}/v1/models",
             get(|| async { json(200, r#"{"object":"list","data":[]}"#.into()) }),
-        );
+        )
+        .with_state(Arc::clone(&endless_dropped));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -452,5 +533,8 @@ pub async fn replay_server() -> SocketAddr {
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
-    addr
+    Replay {
+        addr,
+        endless_dropped,
+    }
 }

@@ -1,0 +1,165 @@
+//! A turn's phases over fake backends: what each failure tells the client and the record, and
+//! how a stored conversation reaches the prompt.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use super::fakes::{self, FakeApp, FakeEmbedder, FakeIndex, FakeLlm, Step, tokens};
+use super::protocol::{Ask, ServerFrame};
+use super::{OutputGone, TurnEvent, TurnOutput, TurnRequest, run_turn};
+use crate::error::ErrorCode;
+use crate::store::{RecordStore, TurnRecord, TurnStatus};
+use crate::turn::FinishReason;
+
+/// Every frame a turn emits, as the client would see it.
+#[derive(Default)]
+struct Frames(Vec<ServerFrame>);
+
+#[async_trait]
+impl TurnOutput for Frames {
+    async fn emit(&mut self, event: TurnEvent<'_>) -> Result<(), OutputGone> {
+        self.0.push(match event {
+            TurnEvent::Sources(s) => ServerFrame::Sources(s.clone()),
+            TurnEvent::Token(t) => ServerFrame::Token(super::protocol::Token {
+                turn_id: String::new(),
+                text: t.to_owned(),
+            }),
+            TurnEvent::Final(f) => f.clone(),
+        });
+        Ok(())
+    }
+}
+
+/// Runs one turn of `ask` on `app`; its frames and its record.
+async fn turn(app: FakeApp, ask: Ask) -> (Vec<ServerFrame>, TurnRecord) {
+    let request = TurnRequest::from_ask(ask, &app.state.config.chat, "socket-conv").expect("valid");
+    let turn_id = request.turn_id.clone();
+    let mut frames = Frames::default();
+    let cancel = CancellationToken::new();
+    run_turn(&app.state, request, Instant::now(), cancel, &mut frames).await;
+    let FakeApp {
+        state,
+        store,
+        recorder,
+        ..
+    } = app;
+    drop(state);
+    recorder.finish().await;
+    (frames.0, store.get(&turn_id).expect("recorded"))
+}
+
+fn ask(question: &str) -> Ask {
+    Ask {
+        question: question.into(),
+        turn_id: Some("t".into()),
+        ..Ask::default()
+    }
+}
+
+fn error_of(frames: &[ServerFrame]) -> (ErrorCode, String) {
+    match frames.last() {
+        Some(ServerFrame::Error(e)) => (e.code, e.message.clone()),
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_embedder_that_fails_ends_the_turn_with_embedding_unavailable() {
+    let embedder = FakeEmbedder { fail: true };
+    let app = fakes::app_over(
+        embedder,
+        FakeIndex::default(),
+        FakeLlm::new(tokens(1, Duration::ZERO)),
+        &[],
+    );
+    let (frames, record) = turn(app, ask("q")).await;
+    assert_eq!(frames.len(), 1, "no sources, no tokens: {frames:?}");
+    let (code, message) = error_of(&frames);
+    assert_eq!(code, ErrorCode::EmbeddingUnavailable);
+    assert!(
+        !message.contains("connection refused"),
+        "no internals: {message}"
+    );
+    assert_eq!(record.status, TurnStatus::Failed);
+    assert_eq!(
+        record.error.map(|e| e.code),
+        Some(ErrorCode::EmbeddingUnavailable)
+    );
+}
+
+#[tokio::test]
+async fn an_index_that_fails_ends_the_turn_with_retrieval_unavailable_and_no_path() {
+    let index = FakeIndex { fail: true };
+    let app = fakes::app_over(
+        FakeEmbedder::default(),
+        index,
+        FakeLlm::new(tokens(1, Duration::ZERO)),
+        &[],
+    );
+    let (frames, record) = turn(app, ask("q")).await;
+    let (code, message) = error_of(&frames);
+    assert_eq!(code, ErrorCode::RetrievalUnavailable);
+    assert!(
+        !message.contains("/srv/secret"),
+        "no server paths: {message}"
+    );
+    assert_eq!(
+        record.error.map(|e| e.code),
+        Some(ErrorCode::RetrievalUnavailable)
+    );
+}
+
+#[tokio::test]
+async fn an_answer_cut_off_mid_stream_is_llm_unavailable_and_keeps_the_partial_answer() {
+    let script = vec![Step::Token("Mara ".into()), Step::Token("Quill".into())];
+    let app = fakes::app(FakeLlm::new(script), &[]);
+    let (frames, record) = turn(app, ask("q")).await;
+    assert!(matches!(frames[0], ServerFrame::Sources(_)));
+    assert_eq!(error_of(&frames).0, ErrorCode::LlmUnavailable);
+    assert_eq!(record.status, TurnStatus::Failed);
+    assert_eq!(
+        record.answer, "Mara Quill",
+        "the record keeps what was said"
+    );
+    assert_eq!(record.finish_reason, None);
+}
+
+#[tokio::test]
+async fn a_named_conversation_without_history_continues_from_the_store() {
+    let llm = FakeLlm::new(tokens(2, Duration::ZERO));
+    let prompts = llm.prompts.clone();
+    let app = fakes::app(llm, &[]);
+    for (id, question) in [("a", "Who keeps the lighthouse?"), ("b", "Since when?")] {
+        let mut record = crate::store::tests::record("conv-1", id);
+        record.question = question.into();
+        app.store.put(&record).await.expect("stored");
+    }
+    let other = crate::store::tests::record("conv-2", "x");
+    app.store.put(&other).await.expect("stored");
+    let ask = Ask {
+        conversation_id: Some("conv-1".into()),
+        ..ask("And her cats?")
+    };
+    let (frames, record) = turn(app, ask).await;
+    let ServerFrame::Done(done) = frames.last().expect("frames") else {
+        panic!("{frames:?}");
+    };
+    assert_eq!(done.history_turns, 2);
+    assert_eq!(done.finish_reason, FinishReason::Stop);
+    let prompt = prompts.lock().expect("lock")[0].clone();
+    let said: Vec<&str> = prompt.iter().map(|m| m.content.as_str()).collect();
+    // System, then the stored turns oldest first, then the question; nothing of conv-2.
+    assert_eq!(
+        &said[1..],
+        [
+            "Who keeps the lighthouse?",
+            "answer a",
+            "Since when?",
+            "answer b",
+            "And her cats?"
+        ]
+    );
+    assert_eq!(record.conversation_id, "conv-1");
+}
