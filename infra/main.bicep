@@ -63,6 +63,16 @@ param qdrantUrl string = ''
 @secure()
 param qdrantApiKey string = ''
 
+@description('API keys of the chat service, principal=key pairs, comma-separated (docs/security.md); stored in Key Vault. Include a key named smoke for the deploy workflow\'s smoke test. Needed unless Easy Auth is on.')
+@secure()
+param apiKeys string = ''
+
+@description('Turn on App Service Authentication (Easy Auth) with Microsoft Entra ID: people sign in to use the page; ragchat trusts the platform\'s principal headers (RAGCHAT_AUTH=easy_auth).')
+param enableEasyAuth bool = false
+
+@description('Client id of the Entra ID app registration used by Easy Auth.')
+param easyAuthClientId string = ''
+
 @description('When the stored keys expire (Unix time); rotate them before (docs/deploy-azure.md). Default: one year from deployment.')
 param secretExpiry int = dateTimeToEpoch(dateTimeAdd(utcNow(), 'P1Y'))
 
@@ -224,6 +234,21 @@ resource qdrantKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!e
   }
 }
 
+resource apiKeysSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(apiKeys)) {
+  // checkov:skip=CKV_AZURE_41: false positive: checkov does not read a conditional resource's properties; exp is set below
+  // checkov:skip=CKV_AZURE_114: false positive, as above; contentType is set below
+  parent: vault
+  name: 'api-keys'
+  properties: {
+    value: apiKeys
+    contentType: 'text/plain'
+    attributes: {
+      enabled: true
+      exp: secretExpiry
+    }
+  }
+}
+
 resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
   // checkov:skip=CKV_AZURE_225: zone redundancy needs P1v3+ and 3 instances; one instance is the default until the index is shared (Qdrant server)
   name: names.plan
@@ -263,8 +288,19 @@ var qdrantUrlSettings = empty(qdrantUrl) ? [] : [
 var qdrantKeySettings = empty(qdrantApiKey) ? [] : [
   { name: 'RAGCHAT_QDRANT_API_KEY', value: '@Microsoft.KeyVault(SecretUri=${qdrantKeySecret.properties.secretUri})' }
 ]
+// Who may ask (docs/security.md). With neither Easy Auth nor keys, RAGCHAT_AUTH=api_key without
+// keys makes the app refuse to start, naming RAGCHAT_API_KEYS: never an open relay by mistake.
+var authModes = enableEasyAuth ? (empty(apiKeys) ? 'easy_auth' : 'easy_auth,api_key') : 'api_key'
+var authSettings = [
+  { name: 'RAGCHAT_AUTH', value: authModes }
+  // App Service's front end is the one proxy in front: its X-Forwarded-For entry is the client.
+  { name: 'RAGCHAT_TRUSTED_PROXIES', value: '1' }
+]
+var apiKeySettings = empty(apiKeys) ? [] : [
+  { name: 'RAGCHAT_API_KEYS', value: '@Microsoft.KeyVault(SecretUri=${apiKeysSecret.properties.secretUri})' }
+]
 // The same settings for production and the staging slot (each slot has its own identity).
-var appSettings = concat(baseSettings, qdrantUrlSettings, qdrantKeySettings)
+var appSettings = concat(baseSettings, authSettings, apiKeySettings, qdrantUrlSettings, qdrantKeySettings)
 
 var siteConfig = {
   linuxFxVersion: 'DOCKER|${initialImage}'
@@ -391,3 +427,33 @@ output registryName string = registry.name
 
 @description('Container registry login server.')
 output registryLoginServer string = registry.properties.loginServer
+
+// App Service Authentication (Easy Auth) with Entra ID. The platform signs people in and adds
+// X-MS-CLIENT-PRINCIPAL-* to what it forwards (stripping those headers from clients' requests).
+// The page and the socket are served to signed-in people; the health probes and, for scripts and
+// the deploy smoke test with an API key, the socket are not redirected to a login page: ragchat
+// itself refuses a socket without a principal or a key.
+resource easyAuth 'Microsoft.Web/sites/config@2023-12-01' = if (enableEasyAuth) {
+  parent: app
+  name: 'authsettingsV2'
+  properties: {
+    platform: { enabled: true }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'RedirectToLoginPage'
+      redirectToProvider: 'azureactivedirectory'
+      excludedPaths: ['/health/live', '/health/ready', '/ws']
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: easyAuthClientId
+          openIdIssuer: 'https://sts.windows.net/${subscription().tenantId}/v2.0'
+        }
+        validation: { allowedAudiences: ['api://${easyAuthClientId}'] }
+      }
+    }
+    login: { tokenStore: { enabled: true } }
+  }
+}

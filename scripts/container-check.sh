@@ -29,6 +29,8 @@ else
 fi
 port="$(scripts/free-port.sh)"
 touch "$root/started"
+# As deployed: clients must authenticate (infra/main.bicep sets RAGCHAT_AUTH and the keys).
+smoke_key="k-smoke-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
 # Exactly what the image sets (Dockerfile ENV) plus what Web App adds; nothing inherited.
 env -i PATH=/usr/bin:/bin HOME=/nonexistent \
@@ -36,7 +38,7 @@ env -i PATH=/usr/bin:/bin HOME=/nonexistent \
   RAGCHAT_ADDR="127.0.0.1:$port" RAGCHAT_DATA_DIR="$root/data" \
   RAGCHAT_EMBED_MODEL_DIR="$app/models/all-MiniLM-L6-v2" RAGCHAT_LOG_FORMAT=json \
   RAGCHAT_INGEST_ON_START="$app/docs" RAGCHAT_LLM_URL="$llm" RAGCHAT_LLM_MAX_TOKENS=32 \
-  RAGCHAT_SHUTDOWN_GRACE_SECS=5 \
+  RAGCHAT_SHUTDOWN_GRACE_SECS=5 RAGCHAT_AUTH=api_key RAGCHAT_API_KEYS="smoke=$smoke_key" \
   "${run_as[@]}" "$app/bin/ragchat" serve >"$root/server.log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT
@@ -47,7 +49,7 @@ if ! scripts/wait-http.sh "http://127.0.0.1:$port/health/ready" "$pid" 180; then
 fi
 user="$(ps -o user= -p "$pid" | tr -d ' ')"
 echo "container-check: ready on :$port as user $user"
-node --experimental-websocket scripts/smoke.mjs "ws://127.0.0.1:$port/ws"
+SMOKE_API_KEY="$smoke_key" node --experimental-websocket scripts/smoke.mjs "ws://127.0.0.1:$port/ws"
 env -i RAGCHAT_ADDR="127.0.0.1:$port" "$app/bin/ragchat" healthcheck
 echo "container-check: HEALTHCHECK command passes"
 

@@ -1,9 +1,10 @@
 // Smoke test of a running ragchat over ws:// or wss://: readiness, then one real turn in
 // integration-test mode (`stream:false`): `ready`, then one `done` with an answer and sources.
+// With SMOKE_API_KEY set, the key goes first, as an `auth` frame (docs/security.md).
 // Exits 0 on success, 1 with a reason otherwise. No dependencies (Node >= 22, or Node 20 with
 // --experimental-websocket).
 //
-//   node --experimental-websocket scripts/smoke.mjs wss://APP.azurewebsites.net/ws ["question"]
+//   SMOKE_API_KEY=… node --experimental-websocket scripts/smoke.mjs wss://APP.azurewebsites.net/ws ["question"]
 const [url, question = "What is ragchat and how do I run it?"] = process.argv.slice(2);
 if (!url || !/^wss?:\/\//.test(url)) {
   console.error("usage: smoke.mjs ws[s]://HOST/ws [question]");
@@ -38,11 +39,15 @@ const timer = setTimeout(() => fail("no done within 120 s"), 120_000);
 const turnId = `smoke-${Date.now()}`;
 let ready = false;
 ws.onerror = (e) => fail(`socket error: ${e.message ?? e.type}`);
+ws.onopen = () => {
+  if (process.env.SMOKE_API_KEY) ws.send(JSON.stringify({ type: "auth", token: process.env.SMOKE_API_KEY }));
+};
 ws.onclose = (e) => { if (ready !== "done") fail(`socket closed (${e.code} ${e.reason})`); };
 ws.onmessage = (event) => {
   const frame = JSON.parse(event.data);
   if (frame.type === "ready") {
     if (frame.protocol !== "ragchat.v1") fail(`unexpected protocol ${frame.protocol}`);
+    if (process.env.SMOKE_API_KEY && frame.principal === "anonymous") fail("the key was not asked for");
     ready = true;
     ws.send(JSON.stringify({ type: "ask", question, turn_id: turnId, stream: false, user: "smoke-test" }));
   } else if (frame.type === "done") {

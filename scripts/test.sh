@@ -104,5 +104,20 @@ if ! scripts/wait-http.sh "http://127.0.0.1:$web_port/health/ready" "$server_pid
   tail -n 30 "$data/server.log" >&2
   exit 1
 fi
+# A second server that wants API keys, for the sign-in test (same data, read-only use).
+auth_port="$(scripts/free-port.sh)"
+auth_key="k-tester-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+RAGCHAT_DATA_DIR="$data/auth" RAGCHAT_ADDR="127.0.0.1:$auth_port" RAGCHAT_LLM_URL="$RAGCHAT_TEST_LLM_URL" \
+  RAGCHAT_LLM_MAX_TOKENS=64 RAGCHAT_TOP_K=3 RAGCHAT_AUTH=api_key RAGCHAT_API_KEYS="tester=$auth_key" \
+  RAGCHAT_AUTH_TIMEOUT_SECS=2 RAGCHAT_INGEST_ON_START=tests/fixtures/corpus \
+  "$bin" serve >"$data/auth-server.log" 2>&1 &
+auth_pid=$!
+server_pid="$server_pid $auth_pid"
+if ! scripts/wait-http.sh "http://127.0.0.1:$auth_port/health/ready" "$auth_pid" 120; then
+  tail -n 30 "$data/auth-server.log" >&2
+  exit 1
+fi
 echo "== screenshots go to $RAGCHAT_TEST_ARTIFACTS"
-RAGCHAT_TEST_BASE_URL="http://127.0.0.1:$web_port" node --test tests/browser/
+RAGCHAT_TEST_BASE_URL="http://127.0.0.1:$web_port" \
+  RAGCHAT_TEST_AUTH_BASE_URL="http://127.0.0.1:$auth_port" RAGCHAT_TEST_API_KEY="$auth_key" \
+  node --test tests/browser/

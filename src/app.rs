@@ -4,16 +4,17 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use tokio::task::JoinHandle;
 
+use crate::auth::Authenticator;
 use crate::config::{Config, EmbedBackend, IndexBackend, LlmBackend, StoreBackend};
 use crate::embed::{Embedder, LocalEmbedder, OpenAiEmbedder};
 use crate::health::Health;
+use crate::limits::{Limits, Refusals};
 use crate::llm::{ChatModel, OpenAiChat};
 use crate::retrieval::{EdgeIndex, IndexError, IndexTransfer, IndexWriter, QdrantIndex};
 use crate::state::AppState;
@@ -212,12 +213,14 @@ impl App {
     /// replays whatever an earlier run left in the spool.
     pub fn with_backends(config: Config, backends: Backends) -> anyhow::Result<Self> {
         let dir = &config.store.spool_dir;
-        let spool = Spool::open(dir, &config.instance).with_context(|| {
-            format!(
-                "RAGCHAT_DATA_DIR: cannot open the spool in {}",
-                dir.display()
-            )
-        })?;
+        let spool = Spool::open(dir, &config.instance, config.store.spool_max_bytes).with_context(
+            || {
+                format!(
+                    "RAGCHAT_DATA_DIR: cannot open the spool in {}",
+                    dir.display()
+                )
+            },
+        )?;
         let (recorder, recorder_task) = Recorder::start(
             Arc::clone(&backends.store),
             Arc::new(spool),
@@ -231,8 +234,12 @@ impl App {
             Arc::clone(&backends.llm),
             Arc::clone(&backends.store),
         );
+        let limits = Limits::new(config.limits.clone(), open_files());
         Ok(Self {
             state: AppState {
+                auth: Arc::new(Authenticator::new(&config.auth)),
+                limits: Arc::new(limits),
+                refusals: Arc::new(Refusals::default()),
                 config: Arc::new(config),
                 embedder: backends.embedder,
                 index,
@@ -260,36 +267,47 @@ impl App {
             writer,
             recorder_task,
         } = self;
-        let seed = match start_seed(&state, writer) {
-            Ok(seed) => seed,
+        let started = match operator_listener(&state).await {
+            Ok(operator) => start_seed(&state, writer).map(|seed| (operator, seed)),
+            Err(e) => Err(e),
+        };
+        let (operator, seed) = match started {
+            Ok(started) => started,
             Err(e) => {
                 recorder_task.finish().await;
                 return Err(e);
             }
         };
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            operator_addr = ?operator.as_ref().and_then(|l| l.local_addr().ok()),
+            auth = %state.auth.describe(),
+            version = crate::VERSION,
+            "serving"
+        );
         let token = state.shutdown.clone();
-        let router = crate::http::router(state.clone());
-        tracing::info!(addr = %listener.local_addr()?, version = crate::VERSION, "serving");
-        // One token is one small frame, sent as soon as it exists: Nagle's algorithm would hold
-        // it back waiting for the client's ACK of the previous one.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        let stop = async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining sockets");
+            token.cancel();
+        };
+        let settings = crate::http::listener::Settings {
+            header_timeout: state.config.limits.header_timeout,
+            trusted_proxies: state.config.auth.trusted_proxies.clone(),
+        };
+        let public = crate::http::router(state.clone());
+        let public = crate::http::listener::serve(listener, public, settings.clone(), stop);
+        let operators = async {
+            if let Some(listener) = operator {
+                let router = crate::http::operator_router(state.clone());
+                let stopped = state.shutdown.clone().cancelled_owned();
+                crate::http::listener::serve(listener, router, settings, stopped).await;
             }
-        });
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: draining sockets");
-                token.cancel();
-            })
-            .await
-            .context("HTTP server failed");
-        // Whatever ended the server, nothing the app started outlives it.
-        state.shutdown.cancel();
+        };
+        tokio::join!(public, operators);
         drain(&state, seed, recorder_task).await;
         tracing::info!("stopped");
-        served
+        Ok(())
     }
 
     /// Splits into state and the writer task, for one-shot commands (`ask`).
@@ -323,6 +341,17 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+/// The operators' listener, when `RAGCHAT_OPERATOR_ADDR` is set.
+async fn operator_listener(state: &AppState) -> anyhow::Result<Option<TcpListener>> {
+    match state.config.auth.operator_addr {
+        Some(addr) => TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .with_context(|| format!("RAGCHAT_OPERATOR_ADDR: cannot listen on {addr}")),
+        None => Ok(None),
     }
 }
 
@@ -372,4 +401,24 @@ async fn drain(state: &AppState, seed: Option<JoinHandle<()>>, recorder: Recorde
         tracing::error!(error = %e, "the seed ingest task failed");
     }
     recorder.finish().await;
+}
+
+/// Raises the open-file soft limit to the hard one (every socket is a file; the default soft
+/// limit, often 1,024, would cap the service far below what it can hold) and returns it.
+pub fn open_files() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum;
+    if let Some(hard) = hard
+        && limit.current.is_some_and(|soft| soft < hard)
+    {
+        let raised = rustix::process::Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }

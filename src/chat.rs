@@ -85,14 +85,16 @@ impl Watch {
     }
 }
 
-/// Runs one turn to its end and queues its record. `started` is when the ask arrived.
+/// Runs one turn to its end and queues its record. `started` is when the ask arrived. Returns
+/// the completion tokens it spent (as the model reported them, else estimated from the answer),
+/// which count against the day's allowance.
 pub async fn run_turn(
     state: &AppState,
     mut request: TurnRequest,
     started: Instant,
     cancel: CancellationToken,
     out: &mut dyn TurnOutput,
-) {
+) -> u64 {
     let mut watch = Watch::new(&cancel);
     let history = std::mem::take(&mut request.history);
     let mut outcome = TurnOutcome::new(TurnSummary::from(&request), request.stream);
@@ -128,10 +130,15 @@ pub async fn run_turn(
     // not stop the record.
     let _ = out.emit(TurnEvent::Final(&outcome.frame())).await;
     outcome.log();
+    let spent = outcome
+        .usage
+        .completion_tokens
+        .map_or_else(|| prompt::cost_tokens(&outcome.answer) as u64, u64::from);
     state
         .recorder
         .record(outcome.record(state.llm.model()))
         .await;
+    spent
 }
 
 /// Sends the `sources` frame; false when the turn was cancelled or the client is gone.

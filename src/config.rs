@@ -6,9 +6,11 @@
 // Doc comments of the settings are their `--help` text, where URLs are plain text.
 #![allow(rustdoc::bare_urls)]
 
+mod auth;
 mod chat;
 mod embed;
 mod index;
+mod limits;
 mod llm;
 mod server;
 mod store;
@@ -17,12 +19,14 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+pub use auth::{AuthArgs, AuthConfig, AuthMode, JwtSettings, TrustedProxies};
 pub use chat::ChatConfig;
 pub use embed::{EmbedArgs, EmbedBackend, EmbedderKind};
 pub use index::{
     EdgeSettings, IndexArgs, IndexBackend, IndexConfig, IndexKind, IndexMemory, QdrantSettings,
     RetrievalMode,
 };
+pub use limits::{LimitsArgs, LimitsConfig};
 pub use llm::{LlmArgs, LlmBackend, LlmConfig, LlmProvider};
 pub use server::ServerConfig;
 pub use store::{CosmosSettings, StoreArgs, StoreBackend, StoreConfig, StoreKind};
@@ -62,6 +66,10 @@ pub struct ConfigArgs {
     #[command(flatten)]
     pub server: ServerConfig,
     #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+    #[command(flatten)]
     pub chat: ChatConfig,
     #[command(flatten)]
     pub index: IndexArgs,
@@ -84,6 +92,10 @@ pub struct Config {
     pub instance: String,
     /// HTTP and WebSocket settings.
     pub server: ServerConfig,
+    /// Who may open a socket, and how the service is exposed.
+    pub auth: AuthConfig,
+    /// How much a client may use.
+    pub limits: LimitsConfig,
     /// What a turn may take and how it is built.
     pub chat: ChatConfig,
     /// The vector index and chunking.
@@ -119,6 +131,10 @@ impl ConfigArgs {
     pub fn validate(mut self) -> Result<Config, ConfigError> {
         self.chat.validate()?;
         self.server.validate()?;
+        let auth = self
+            .auth
+            .validate(self.server.addr, &self.server.allowed_origins)?;
+        let limits = self.limits.validate()?;
         let store = self.store.validate(&self.data_dir)?;
         let index = self.index.validate(&self.data_dir)?;
         let llm = self.llm.validate()?;
@@ -128,6 +144,8 @@ impl ConfigArgs {
             data_dir: self.data_dir,
             log_format: self.log_format,
             server: self.server,
+            auth,
+            limits,
             chat: self.chat,
             index,
             embed,
@@ -204,7 +222,8 @@ mod tests {
     fn defaults_are_valid() {
         let config = parse(&[]).expect("defaults validate");
         assert_eq!(config.chat.top_k, 4);
-        assert_eq!(config.server.max_frame_bytes, 1024 * 1024);
+        assert_eq!(config.server.max_frame_bytes, 64 * 1024);
+        assert!(!config.auth.required(), "anonymous on loopback by default");
         assert!(!config.chat.test_mode);
     }
 

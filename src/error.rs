@@ -18,8 +18,14 @@ pub enum ErrorCode {
     TooLarge,
     /// The frame type (or a binary frame) is not supported.
     Unsupported,
-    /// A turn is already running on this socket, or the model is rate limited; retry later.
+    /// A turn is already running on this socket, or the service or the model is at capacity;
+    /// retry later (`retry_after_ms` when known).
     Busy,
+    /// This client asked too much: too many turns per minute, today's tokens used up, or too
+    /// many sockets; retry after `retry_after_ms`.
+    RateLimited,
+    /// No valid credential: the upgrade's `Authorization`, or the `auth` frame.
+    Unauthorized,
     /// The chat model cannot be reached or failed.
     LlmUnavailable,
     /// The chat model rejected the request.
@@ -41,11 +47,13 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 14] = [
         Self::BadRequest,
         Self::TooLarge,
         Self::Unsupported,
         Self::Busy,
+        Self::RateLimited,
+        Self::Unauthorized,
         Self::LlmUnavailable,
         Self::LlmError,
         Self::EmbeddingUnavailable,
@@ -62,7 +70,9 @@ impl ErrorCode {
             Self::BadRequest => ("bad_request", StatusCode::BAD_REQUEST),
             Self::TooLarge => ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
             Self::Unsupported => ("unsupported", StatusCode::BAD_REQUEST),
-            Self::Busy => ("busy", StatusCode::TOO_MANY_REQUESTS),
+            Self::Busy => ("busy", StatusCode::SERVICE_UNAVAILABLE),
+            Self::RateLimited => ("rate_limited", StatusCode::TOO_MANY_REQUESTS),
+            Self::Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED),
             Self::LlmUnavailable => ("llm_unavailable", StatusCode::BAD_GATEWAY),
             Self::LlmError => ("llm_error", StatusCode::BAD_GATEWAY),
             Self::EmbeddingUnavailable => ("embedding_unavailable", StatusCode::BAD_GATEWAY),
@@ -178,7 +188,7 @@ mod tests {
     async fn an_http_error_has_the_code_status_a_json_body_and_retry_after() {
         let error = ApiError {
             retry_after_ms: Some(1500),
-            ..ApiError::new(ErrorCode::Busy, "slow down")
+            ..ApiError::new(ErrorCode::RateLimited, "slow down")
         };
         let response = error.into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -189,7 +199,7 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
         assert_eq!(
             body,
-            serde_json::json!({"code":"busy","message":"slow down","retry_after_ms":1500})
+            serde_json::json!({"code":"rate_limited","message":"slow down","retry_after_ms":1500})
         );
     }
 }

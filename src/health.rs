@@ -108,6 +108,36 @@ async fn probe<E: std::fmt::Display>(
     }
 }
 
+/// One log line per component whose status changed: readiness answers only its status, so
+/// this is where an operator reads why a replica is down.
+fn log_changes(before: Option<&Report>, now: &Report) {
+    let named = |r: &Report| {
+        [
+            ("index", r.index.clone()),
+            ("embedder", r.embedder.clone()),
+            ("llm", r.llm.clone()),
+            ("store", r.store.clone()),
+        ]
+    };
+    let before = before.map(named);
+    for (i, (name, c)) in named(now).into_iter().enumerate() {
+        let was = before.as_ref().map(|b| b[i].1.status);
+        if was == Some(c.status) || (was.is_none() && c.status == ComponentStatus::Up) {
+            continue;
+        }
+        let error = c.error.as_deref().unwrap_or("");
+        match c.status {
+            ComponentStatus::Up => tracing::info!(component = name, backend = %c.backend, "up"),
+            ComponentStatus::Down => {
+                tracing::warn!(component = name, backend = %c.backend, error, "down")
+            }
+            ComponentStatus::Degraded => {
+                tracing::warn!(component = name, backend = %c.backend, error, "degraded")
+            }
+        }
+    }
+}
+
 impl Health {
     /// Probes these backends.
     pub fn new(
@@ -182,6 +212,7 @@ impl Health {
             llm,
             store,
         });
+        log_changes(last.as_ref().map(|(_, r)| r.as_ref()), &report);
         *last = Some((Instant::now(), Arc::clone(&report)));
         report
     }

@@ -1,23 +1,54 @@
-//! HTTP: the router (test page, `/ws`, health endpoints) and its tower layers.
+//! HTTP: the public router (test page, `/ws`, health endpoints), the operators' router
+//! (`/health` details), their security headers, and the accept loop both are served by.
 
 use axum::Router;
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::get;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 
+pub mod client;
 pub mod health;
+pub mod listener;
 pub mod page;
 pub mod ws;
 
-/// The whole HTTP surface.
+/// Only this server's own files and socket; no framing, no inline code.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                   img-src 'self' data:; base-uri 'none'; form-action 'self'; \
+                   frame-ancestors 'none'";
+
+/// What the public may reach.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/app.css", get(page::style))
         .route("/ws", get(ws::upgrade))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
-        .route("/health", get(health::details))
+        .route("/health", get(health::details_public))
         .layer(TraceLayer::new_for_http())
+        .layer(headers(header::CONTENT_SECURITY_POLICY, CSP))
+        .layer(headers(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(headers(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(headers(header::REFERRER_POLICY, "no-referrer"))
         .with_state(state)
+}
+
+/// What operators reach on `RAGCHAT_OPERATOR_ADDR`: the health details, unauthenticated (the
+/// address is private).
+pub fn operator_router(state: AppState) -> Router {
+    Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/health", get(health::details))
+        .layer(headers(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .with_state(state)
+}
+
+fn headers(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
 }

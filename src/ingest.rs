@@ -75,14 +75,24 @@ pub struct Document {
 
 const EXTENSIONS: &[&str] = &["md", "markdown", "txt", "html", "htm"];
 
+/// A file to ingest, and the name its chunks carry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Found {
+    /// Where it is.
+    pub path: PathBuf,
+    /// What sources and citations call it: the path relative to its ingest root (see
+    /// [`source_name`]).
+    pub source: String,
+}
+
 /// Every ingestible file under `paths` (directories recursively), sorted, deduplicated.
-pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<Found>, IngestError> {
     let mut files = Vec::new();
-    for path in paths {
-        if !path.exists() {
-            return Err(IngestError::Missing(path.clone()));
+    for root in paths {
+        if !root.exists() {
+            return Err(IngestError::Missing(root.clone()));
         }
-        for entry in walkdir::WalkDir::new(path).follow_links(true) {
+        for entry in walkdir::WalkDir::new(root).follow_links(true) {
             let Ok(entry) = entry else { continue };
             let p = entry.path();
             let ext = p
@@ -91,7 +101,10 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
                 .map(str::to_ascii_lowercase);
             if entry.file_type().is_file() && ext.is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
             {
-                files.push(p.to_owned());
+                files.push(Found {
+                    path: p.to_owned(),
+                    source: source_name(root, p),
+                });
             }
         }
     }
@@ -100,13 +113,32 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
     Ok(files)
 }
 
-fn source_name(path: &Path) -> String {
-    let s = path.to_string_lossy().replace('\\', "/");
-    s.strip_prefix("./").unwrap_or(&s).to_owned()
+/// The name a document's chunks carry, shown to clients in sources: never a path of the server's
+/// file system. A relative ingest root keeps the path as given (`docs/guide.md`, without `./`
+/// or leading `../`); an absolute one becomes its last component and what lies under it
+/// (`/srv/corpus/handbook` + `leave.md` → `handbook/leave.md`).
+pub fn source_name(root: &Path, file: &Path) -> String {
+    let named = if root.is_absolute() {
+        let base = if root.is_file() {
+            root.parent()
+        } else {
+            Some(root)
+        };
+        let base = base.and_then(Path::parent).unwrap_or(Path::new("/"));
+        file.strip_prefix(base).unwrap_or(file).to_owned()
+    } else {
+        file.to_owned()
+    };
+    let s = named.to_string_lossy().replace('\\', "/");
+    let mut s = s.as_str();
+    while let Some(rest) = s.strip_prefix("./").or_else(|| s.strip_prefix("../")) {
+        s = rest;
+    }
+    s.trim_start_matches('/').to_owned()
 }
 
-/// Reads a file into a document; `Err` says why it is skipped.
-pub fn load(path: &Path) -> Result<Document, String> {
+/// Reads a file into a document named `source`; `Err` says why it is skipped.
+pub fn load(path: &Path, source: &str) -> Result<Document, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     if bytes.contains(&0) {
         return Err("binary file (contains NUL bytes)".into());
@@ -145,7 +177,7 @@ pub fn load(path: &Path) -> Result<Document, String> {
         return Err("no text".into());
     }
     Ok(Document {
-        source: source_name(path),
+        source: source.to_owned(),
         title,
         text,
         markdown,
@@ -239,11 +271,11 @@ pub async fn run(
     // not hold up the runtime's workers.
     let counter = embedder.token_counter();
     let blocking = |e: tokio::task::JoinError| IngestError::Chunking(e.to_string());
-    for path in files {
-        bar.set_message(source_name(&path));
+    for Found { path, source } in files {
+        bar.set_message(source.clone());
         let loaded = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || load(&path))
+            let (path, source) = (path.clone(), source.clone());
+            tokio::task::spawn_blocking(move || load(&path, &source))
                 .await
                 .map_err(blocking)?
         };
@@ -252,7 +284,7 @@ pub async fn run(
             Err(reason) => {
                 bar.suspend(|| tracing::warn!(path = %path.display(), %reason, "skipped"));
                 summary.skipped.push(Skipped {
-                    path: source_name(&path),
+                    path: source,
                     reason,
                 });
                 bar.inc(1);
@@ -383,11 +415,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let md = dir.path().join("guide.md");
         std::fs::write(&md, "intro\n# The Guide\nbody").expect("write");
-        assert_eq!(load(&md).expect("loads").title, "The Guide");
+        assert_eq!(load(&md, "doc").expect("loads").title, "The Guide");
         let html = dir.path().join("page.html");
         std::fs::write(&html, "<html><head><TITLE> A  Page </TITLE></head><body><p>Hello <b>world</b></p></body></html>")
             .expect("write");
-        let page = load(&html).expect("loads");
+        let page = load(&html, "doc").expect("loads");
         assert_eq!(page.title, "A Page");
         assert!(
             page.text.contains("Hello") && !page.text.contains("<p>"),
@@ -396,13 +428,17 @@ mod tests {
         );
         let txt = dir.path().join("notes.txt");
         std::fs::write(&txt, "plain").expect("write");
-        assert_eq!(load(&txt).expect("loads").title, "notes");
+        assert_eq!(load(&txt, "doc").expect("loads").title, "notes");
         let bin = dir.path().join("blob.txt");
         std::fs::write(&bin, [0u8, 159, 146, 150]).expect("write");
-        assert!(load(&bin).is_err());
+        assert!(load(&bin, "doc").is_err());
         let latin1 = dir.path().join("latin1.txt");
         std::fs::write(&latin1, [b'c', b'a', b'f', 0xe9]).expect("write");
-        assert!(load(&latin1).expect_err("not utf-8").contains("UTF-8"));
+        assert!(
+            load(&latin1, "doc")
+                .expect_err("not utf-8")
+                .contains("UTF-8")
+        );
     }
 
     #[test]
@@ -415,8 +451,9 @@ mod tests {
         let found = discover(&[dir.path().to_owned()]).expect("discovers");
         let names: Vec<_> = found
             .iter()
-            .map(|p| {
-                p.strip_prefix(dir.path())
+            .map(|f| {
+                f.path
+                    .strip_prefix(dir.path())
                     .expect("under")
                     .to_string_lossy()
                     .into_owned()
@@ -424,5 +461,30 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["a/b/y.HTML", "a/x.md", "a/z.txt"]);
         assert!(discover(&[dir.path().join("missing")]).is_err());
+    }
+
+    #[test]
+    fn sources_never_name_the_servers_file_system() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("handbook");
+        std::fs::create_dir_all(root.join("hr")).expect("mkdir");
+        std::fs::write(root.join("hr/leave.md"), "t").expect("write");
+        let found = discover(std::slice::from_ref(&root)).expect("discovers");
+        assert_eq!(found[0].source, "handbook/hr/leave.md");
+        let file = discover(&[root.join("hr/leave.md")]).expect("discovers");
+        assert_eq!(
+            file[0].source, "hr/leave.md",
+            "a file root keeps its directory's name"
+        );
+        let relative = Path::new("docs/guide.md");
+        assert_eq!(source_name(Path::new("docs"), relative), "docs/guide.md");
+        assert_eq!(
+            source_name(Path::new("./docs"), Path::new("./docs/a.md")),
+            "docs/a.md"
+        );
+        assert_eq!(
+            source_name(Path::new("../x"), Path::new("../x/a.md")),
+            "x/a.md"
+        );
     }
 }

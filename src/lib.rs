@@ -18,10 +18,13 @@
 //! - [`store`]: the turn record, the `RecordStore` trait, SQLite and Cosmos DB, the writer queue
 //!   and the spool.
 //! - [`health`]: cached readiness probes of every backend.
+//! - [`auth`]: who is asking: API keys, OIDC tokens, App Service Authentication.
+//! - [`limits`]: how much each client may use (sockets, turns, tokens), and refusals counted.
 //! - [`state`]: `AppState`, what every request and turn may use.
 //! - [`chat`]: one turn (retrieve → prompt → generate → outcome), the wire protocol and the
 //!   per-socket session.
-//! - [`http`]: the axum router: test page, `/ws` upgrade, health endpoints.
+//! - [`http`]: the routers (test page, `/ws` upgrade, health endpoints), their security
+//!   headers, the client's address and origin checks, and the accept loop.
 //! - [`ingest`]: load files, split them into chunks, embed and upsert them.
 //! - [`eval`]: labelled questions scored as recall@k and MRR against the configured index.
 //! - [`app`]: the one place where backends are chosen from config; `serve` with graceful
@@ -29,6 +32,7 @@
 //! - [`telemetry`]: the tracing subscriber (JSON logs).
 
 pub mod app;
+pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod embed;
@@ -37,6 +41,7 @@ pub mod eval;
 pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod limits;
 pub mod llm;
 pub mod retrieval;
 pub mod state;

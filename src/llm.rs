@@ -55,7 +55,7 @@ pub enum LlmError {
     /// Unreachable, timed out, failed mid-stream or answered 5xx.
     #[error("chat model unavailable: {0}")]
     Unavailable(String),
-    /// Rate limited (HTTP 429).
+    /// Rate limited (HTTP 429), or at capacity (HTTP 503 other than a model still loading).
     #[error("chat model rate limited: {message}")]
     RateLimited {
         /// What the endpoint said.
@@ -88,9 +88,11 @@ impl From<LlmError> for ApiError {
                 "the question, history and sources do not fit the model's context; \
                  shorten the question or the history",
             ),
-            LlmError::Rejected(msg) => ApiError::new(
+            // The provider's own words stay in the log: they may name keys, deployments or
+            // quotas ("Incorrect API key provided: sk-…").
+            LlmError::Rejected(_) => ApiError::new(
                 ErrorCode::LlmError,
-                format!("the language model refused: {msg}"),
+                "the language model refused the request; the server log has the details",
             ),
         }
     }

@@ -309,7 +309,9 @@ async fn ask(config: Config, question: String) -> anyhow::Result<()> {
         ..Default::default()
     };
     let conversation = uuid::Uuid::new_v4().to_string();
-    let request = TurnRequest::from_ask(ask, &state.config.chat, &conversation)
+    let budget = state.config.limits.max_question_tokens;
+    let principal = ragchat::auth::Principal::anonymous();
+    let request = TurnRequest::from_ask(ask, &state.config.chat, &conversation, principal, budget)
         .map_err(|(_, e)| anyhow::anyhow!("{e}"))?;
     let mut out = Terminal {
         sources: Vec::new(),

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::embed::Embedder;
 use crate::health::Health;
+use crate::limits::{Limits, Refusals};
 use crate::llm::ChatModel;
 use crate::retrieval::VectorIndex;
 use crate::store::{RecordStore, Recorder};
@@ -30,6 +32,12 @@ pub struct AppState {
     pub recorder: Recorder,
     /// Cached readiness.
     pub health: Arc<Health>,
+    /// Checks credentials.
+    pub auth: Arc<Authenticator>,
+    /// What each client may use, and uses.
+    pub limits: Arc<Limits>,
+    /// Refused connections and asks, counted and logged.
+    pub refusals: Arc<Refusals>,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
     /// Live WebSocket sessions, so shutdown can wait for their turns (and records).

@@ -61,8 +61,13 @@ pub struct TurnRecord {
     pub id: String,
     /// The conversation.
     pub conversation_id: String,
-    /// Who asked, if the client said.
+    /// Who asked: the authenticated principal (`key:NAME`, `jwt:SUBJECT`, `easyauth:ID`), or,
+    /// when the service needs no authentication, what the client said (if anything).
     pub user: Option<String>,
+    /// What the client said it is, beside an authenticated principal (never trusted). Absent
+    /// when the service needs no authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_user: Option<String>,
     /// The question.
     pub question: String,
     /// The answer, partial when cancelled or failed mid-stream.
@@ -180,6 +185,7 @@ pub(crate) mod tests {
             id: id.into(),
             conversation_id: conversation_id.into(),
             user: None,
+            client_user: None,
             question: format!("question {id}"),
             answer: format!("answer {id}"),
             status: TurnStatus::Completed,

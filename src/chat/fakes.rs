@@ -13,9 +13,11 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Authenticator;
 use crate::config::ConfigArgs;
 use crate::embed::{EmbedError, Embedder};
 use crate::health::Health;
+use crate::limits::{Limits, Refusals};
 use crate::llm::{ChatEvent, ChatMessage, ChatModel, ChatStream, LlmError};
 use crate::retrieval::{ChunkPayload, Hit, IndexError, Query, VectorIndex};
 use crate::state::AppState;
@@ -276,7 +278,7 @@ pub fn app_over(embedder: FakeEmbedder, index: FakeIndex, llm: FakeLlm, flags: &
         .validate()
         .expect("valid config");
     let store = Arc::new(MemoryStore::default());
-    let spool = Spool::open(&config.store.spool_dir, "fake").expect("spool");
+    let spool = Spool::open(&config.store.spool_dir, "fake", 1 << 20).expect("spool");
     let (recorder, recorder_task) = Recorder::start(
         store.clone(),
         Arc::new(spool),
@@ -286,7 +288,11 @@ pub fn app_over(embedder: FakeEmbedder, index: FakeIndex, llm: FakeLlm, flags: &
     let (embedder, index, llm): (Arc<dyn Embedder>, Arc<dyn VectorIndex>, Arc<dyn ChatModel>) =
         (Arc::new(embedder), Arc::new(index), Arc::new(llm));
     let health = Health::new(embedder.clone(), index.clone(), llm.clone(), store.clone());
+    let limits = Limits::new(config.limits.clone(), 1 << 20);
     let state = AppState {
+        auth: Arc::new(Authenticator::new(&config.auth)),
+        limits: Arc::new(limits),
+        refusals: Arc::new(Refusals::default()),
         config: Arc::new(config),
         embedder,
         index,

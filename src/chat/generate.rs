@@ -1,7 +1,7 @@
 //! The second phase of a turn: stream the answer from the chat model, relaying each token to the
 //! client as it comes.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Ending, TurnEvent, TurnOutput, Watch};
 use crate::llm::{ChatEvent, ChatMessage, ChatStream};
@@ -25,7 +25,8 @@ pub struct Generation {
 }
 
 /// Streams the answer to `messages`. Tokens go to `out` when `stream` is set; `started` is when
-/// the ask arrived.
+/// the ask arrived. The answer is cut (`length`) past `RAGCHAT_LLM_MAX_TOKENS` (counted here:
+/// an upstream may ignore it) or `RAGCHAT_MAX_ANSWER_SECS`.
 pub async fn generate(
     state: &AppState,
     messages: Vec<ChatMessage>,
@@ -50,7 +51,16 @@ pub async fn generate(
             Ending::Failed(e.into())
         }
         Some(Ok(mut answer)) => {
-            relay(&mut answer, &mut generation, stream, started, out, watch).await
+            let caps = Caps::of(state);
+            relay(
+                &mut answer,
+                &mut generation,
+                (stream, caps),
+                started,
+                out,
+                watch,
+            )
+            .await
         }
     };
     if let Some(first) = generation.first_token {
@@ -59,18 +69,52 @@ pub async fn generate(
     generation
 }
 
+/// Where an answer is cut whatever the model does: a little past the token limit it was sent
+/// (in stream events, and in bytes for a model that sends much per event), and a duration.
+struct Caps {
+    pieces: u32,
+    bytes: usize,
+    duration: Duration,
+}
+
+impl Caps {
+    fn of(state: &AppState) -> Self {
+        let tokens = state.config.llm.max_tokens;
+        Self {
+            pieces: tokens.saturating_add(tokens / 10).saturating_add(8),
+            bytes: (tokens as usize).saturating_mul(32),
+            duration: state.config.limits.max_answer,
+        }
+    }
+}
+
 /// Reads the answer to its end, appending tokens to `generation` (and to `out` when streaming).
 async fn relay(
     answer: &mut ChatStream,
     generation: &mut Generation,
-    stream: bool,
+    (stream, most): (bool, Caps),
     started: Instant,
     out: &mut dyn TurnOutput,
     watch: &mut Watch,
 ) -> Ending {
     let mut finish = FinishReason::Stop;
+    let deadline = tokio::time::sleep(most.duration);
+    tokio::pin!(deadline);
+    let mut pieces: u32 = 0;
     loop {
-        let Some(event) = watch.guard(answer.next()).await else {
+        let next = tokio::select! {
+            biased;
+            () = &mut deadline => None,
+            event = watch.guard(answer.next()) => Some(event),
+        };
+        let Some(event) = next else {
+            tracing::warn!(
+                secs = most.duration.as_secs(),
+                "answer cut at RAGCHAT_MAX_ANSWER_SECS"
+            );
+            return Ending::Finished(FinishReason::Length);
+        };
+        let Some(event) = event else {
             return Ending::Cancelled;
         };
         match event {
@@ -82,6 +126,18 @@ async fn relay(
                     generation.ttft_ms = Some(ms(started));
                 }
                 generation.answer.push_str(&text);
+                pieces += 1;
+                if pieces > most.pieces || generation.answer.len() > most.bytes {
+                    tracing::warn!(
+                        pieces,
+                        "answer cut: the model went past RAGCHAT_LLM_MAX_TOKENS"
+                    );
+                    finish = FinishReason::Length;
+                    if stream {
+                        let _ = watch.guard(out.emit(TurnEvent::Token(&text))).await;
+                    }
+                    return Ending::Finished(finish);
+                }
                 // A reader that stopped reading must not hold a cancel or shutdown back.
                 if stream
                     && !matches!(

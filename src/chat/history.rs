@@ -20,7 +20,10 @@ pub async fn stored(state: &AppState, request: &TurnRequest) -> Option<Vec<Histo
         return None;
     }
     let turns = state.config.chat.max_history_messages.div_ceil(2);
-    let lookup = state.store.conversation(&request.conversation_id, turns);
+    // The store's id: another principal's conversation of the same name is not this one.
+    let lookup = state
+        .store
+        .conversation(&request.store_conversation_id, turns);
     let wait = if state.recorder.is_degraded() {
         HISTORY_TIMEOUT_DEGRADED
     } else {

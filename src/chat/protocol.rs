@@ -14,10 +14,27 @@ pub const PROTOCOL: &str = "ragchat.v1";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
+    /// Prove who you are: the first frame when the server needs authentication and the upgrade
+    /// carried no credential (browsers cannot set `Authorization` on a WebSocket).
+    Auth(Auth),
     /// Ask a question; starts a turn.
     Ask(Ask),
     /// Stop the running turn.
     Cancel(Cancel),
+}
+
+/// `{"type":"auth","token":…}`.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Auth {
+    /// An API key, or an OIDC access token (JWT).
+    pub token: String,
+}
+
+/// Never shows the token.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Auth { token: <redacted> }")
+    }
 }
 
 /// `{"type":"ask", …}`.
@@ -35,7 +52,9 @@ pub struct Ask {
     /// Earlier messages of the conversation, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryMessage>,
-    /// Who asks (an id or email); recorded, not interpreted.
+    /// Who asks (an id or email), as the client says: recorded as `user` when the service needs
+    /// no authentication, else as `client_user` beside the authenticated principal. Never
+    /// trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// `false`: no `sources` or `token` frames; one `done` carries the answer and the sources.
@@ -93,6 +112,9 @@ pub struct Ready {
     pub protocol: String,
     /// Server version.
     pub version: String,
+    /// Whom this socket acts for: `anonymous`, or the authenticated principal (`key:NAME`,
+    /// `jwt:SUBJECT`, `easyauth:ID`).
+    pub principal: String,
     /// What an ask may contain.
     pub limits: Limits,
 }
@@ -233,21 +255,26 @@ pub fn token_json(turn_id: &str, text: &str) -> String {
 /// Parses a client text frame, telling malformed JSON (`bad_request`) from an unknown frame type
 /// (`unsupported`) and invalid fields (`bad_request`).
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ApiError> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        let e: String = e.to_string().chars().take(300).collect();
+        ApiError::bad_request(format!("malformed JSON: {e}"))
+    })?;
     let kind = value
         .get("type")
         .and_then(|t| t.as_str())
         .map(str::to_owned)
         .ok_or_else(|| ApiError::bad_request("a frame must be an object with a string \"type\""))?;
-    if !matches!(kind.as_str(), "ask" | "cancel") {
+    if !matches!(kind.as_str(), "ask" | "cancel" | "auth") {
+        let shown: String = kind.chars().take(40).collect();
         return Err(ApiError::new(
             ErrorCode::Unsupported,
-            format!("unknown frame type {kind:?}; expected \"ask\" or \"cancel\""),
+            format!("unknown frame type {shown:?}; expected \"ask\", \"cancel\" or \"auth\""),
         ));
     }
-    serde_json::from_value(value)
-        .map_err(|e| ApiError::bad_request(format!("invalid {kind} frame: {e}")))
+    serde_json::from_value(value).map_err(|e| {
+        let e: String = e.to_string().chars().take(300).collect();
+        ApiError::bad_request(format!("invalid {kind} frame: {e}"))
+    })
 }
 
 /// Checks a client-supplied id (turn or conversation): it becomes a record id and a partition
@@ -306,6 +333,7 @@ mod tests {
             ServerFrame::Ready(Ready {
                 protocol: PROTOCOL.into(),
                 version: "0.1.0".into(),
+                principal: "key:alice".into(),
                 limits: Limits {
                     max_question_chars: 4000,
                     max_history_messages: 50,
@@ -383,6 +411,9 @@ mod tests {
                 turn_id: Some("t".into()),
             }),
             ClientFrame::Cancel(Cancel::default()),
+            ClientFrame::Auth(Auth {
+                token: "k-0123456789".into(),
+            }),
         ];
         for frame in frames {
             let json = serde_json::to_string(&frame).expect("serialises");
@@ -421,6 +452,141 @@ mod tests {
             let err = parse_client_frame(text).expect_err(text);
             assert_eq!(err.code, code, "{text}: {}", err.message);
         }
+    }
+
+    mod any_input {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(Into::into),
+                any::<f64>()
+                    .prop_map(|f| serde_json::Number::from_f64(f)
+                        .map_or(serde_json::Value::Null, Into::into)),
+                any::<i64>().prop_map(Into::into),
+                ".{0,40}".prop_map(serde_json::Value::String),
+                prop_oneof![Just("ask"), Just("cancel"), Just("auth"), Just("question")]
+                    .prop_map(|s| serde_json::Value::String(s.into())),
+            ];
+            leaf.prop_recursive(6, 64, 8, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::Array),
+                    prop::collection::btree_map(
+                        prop_oneof![
+                            Just("type".to_owned()),
+                            Just("question".to_owned()),
+                            Just("history".to_owned()),
+                            Just("turn_id".to_owned()),
+                            Just("token".to_owned()),
+                            ".{0,12}",
+                        ],
+                        inner,
+                        0..6
+                    )
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn ask() -> impl Strategy<Value = Ask> {
+            (
+                ".{1,60}",
+                proptest::option::of("[A-Za-z0-9._:-]{1,20}"),
+                proptest::option::of("[A-Za-z0-9._:-]{1,20}"),
+                prop::collection::vec(
+                    (any::<bool>(), ".{0,30}").prop_map(|(user, content)| HistoryMessage {
+                        role: if user { Role::User } else { Role::Assistant },
+                        content,
+                    }),
+                    0..4,
+                ),
+                proptest::option::of(".{0,20}"),
+                proptest::option::of(any::<bool>()),
+            )
+                .prop_map(
+                    |(question, turn_id, conversation_id, history, user, stream)| Ask {
+                        question,
+                        turn_id,
+                        conversation_id,
+                        history,
+                        user,
+                        stream,
+                    },
+                )
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_are_a_frame_or_a_typed_error(
+                bytes in prop::collection::vec(any::<u8>(), 0..512)
+            ) {
+                let text = String::from_utf8_lossy(&bytes);
+                if let Err(e) = parse_client_frame(&text) {
+                    prop_assert!(matches!(e.code, ErrorCode::BadRequest | ErrorCode::Unsupported));
+                    prop_assert!(e.message.len() < 2048, "bounded message: {}", e.message.len());
+                }
+            }
+
+            #[test]
+            fn any_json_is_a_frame_or_a_typed_error(value in json()) {
+                if let Err(e) = parse_client_frame(&value.to_string()) {
+                    prop_assert!(matches!(e.code, ErrorCode::BadRequest | ErrorCode::Unsupported));
+                }
+            }
+
+            #[test]
+            fn valid_asks_round_trip(ask in ask()) {
+                let frame = ClientFrame::Ask(ask);
+                let json = serde_json::to_string(&frame).expect("serialises");
+                prop_assert_eq!(parse_client_frame(&json).expect("parses"), frame);
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_json_gets_a_clear_code() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let nested_ask = format!(
+            r#"{{"type":"ask","question":"q","history":{}{}}}"#,
+            "[".repeat(5_000),
+            "]".repeat(5_000)
+        );
+        let long = "x".repeat(70_000);
+        let cases = [
+            (deep, ErrorCode::BadRequest),
+            (nested_ask, ErrorCode::BadRequest),
+            (
+                r#"{"type":"ask","question":1e999}"#.to_owned(),
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"type":"ask","question":"q","stream":123456789012345678901234567890}"#
+                    .to_owned(),
+                ErrorCode::BadRequest,
+            ),
+            (format!(r#"{{"type":"{long}"}}"#), ErrorCode::Unsupported),
+            (
+                r#"{"type":"ask","question":"\ud800"}"#.to_owned(),
+                ErrorCode::BadRequest,
+            ),
+            ("\u{0}\u{1}\u{2}".to_owned(), ErrorCode::BadRequest),
+        ];
+        for (text, code) in cases {
+            let shown: String = text.chars().take(60).collect();
+            let err = parse_client_frame(&text).expect_err(&shown);
+            assert_eq!(err.code, code, "{shown}: {}", err.message);
+            assert!(
+                err.message.len() < 2048,
+                "{shown}: the message does not echo it all"
+            );
+        }
+        // Control characters are text like any other in a question.
+        let ask =
+            parse_client_frame(r#"{"type":"ask","question":"a\u0000b\u001fc"}"#).expect("parses");
+        assert!(matches!(ask, ClientFrame::Ask(a) if a.question == "a\u{0}b\u{1f}c"));
     }
 
     #[test]

@@ -146,8 +146,9 @@ impl TurnOutcome {
         };
         TurnRecord {
             id: self.turn.turn_id,
-            conversation_id: self.turn.conversation_id,
+            conversation_id: self.turn.store_conversation_id,
             user: self.turn.user,
+            client_user: self.turn.client_user,
             question: self.turn.question,
             answer: self.answer,
             status,
@@ -185,6 +186,8 @@ mod tests {
             conversation_id: "c1".into(),
             question: "q".into(),
             user: None,
+            client_user: None,
+            store_conversation_id: "c1".into(),
             created_at: now_rfc3339(),
         }
     }

@@ -1,10 +1,14 @@
 //! An ask, validated into a [`TurnRequest`]: ids checked or made, the question trimmed, the
 //! limits enforced.
 
+use sha2::{Digest, Sha256};
+
+use crate::auth::Principal;
 use crate::config::ChatConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::store::now_rfc3339;
 
+use super::prompt::cost_tokens;
 use super::protocol::{Ask, HistoryMessage, validate_id};
 
 /// Longest `user` an ask may name, in characters.
@@ -15,16 +19,22 @@ const MAX_USER_CHARS: usize = 256;
 pub struct TurnRequest {
     /// Turn id (the client's, or made here).
     pub turn_id: String,
-    /// Conversation id (the client's, or the socket's).
+    /// Conversation id (the client's, or the socket's), as the client sees it.
     pub conversation_id: String,
+    /// The conversation as the store keeps it: the client's id when everyone is anonymous;
+    /// prefixed with the principal's digest otherwise, so each principal has its own
+    /// conversations and no id can reach (or overwrite) another's.
+    pub store_conversation_id: String,
     /// The question, trimmed.
     pub question: String,
     /// Earlier messages, oldest first.
     pub history: Vec<HistoryMessage>,
     /// Load the history from the record store: the ask named a conversation and sent none.
     pub history_from_store: bool,
-    /// Who asks.
+    /// Who asks, as recorded: the principal, or (anonymous service) what the client said.
     pub user: Option<String>,
+    /// What the client said it is, beside an authenticated principal; never trusted.
+    pub client_user: Option<String>,
     /// Whether to send `sources` and `token` frames.
     pub stream: bool,
 }
@@ -37,31 +47,55 @@ fn too_large(message: String) -> ApiError {
 }
 
 impl TurnRequest {
-    /// Checks an ask against the limits; `conversation_id` is used when the ask has none.
-    pub fn from_ask(ask: Ask, limits: &ChatConfig, conversation_id: &str) -> Result<Self, Refused> {
+    /// Checks an ask against the limits (`question_tokens`: the question's budget in estimated
+    /// model tokens); `conversation_id` is used when the ask has none; `principal` asks.
+    pub fn from_ask(
+        ask: Ask,
+        limits: &ChatConfig,
+        conversation_id: &str,
+        principal: Principal,
+        question_tokens: usize,
+    ) -> Result<Self, Refused> {
         if let Some(id) = &ask.turn_id {
             validate_id("turn_id", id).map_err(|e| (None, e))?;
         }
-        check(&ask, limits).map_err(|e| (ask.turn_id.clone(), e))?;
+        check(&ask, limits, question_tokens).map_err(|e| (ask.turn_id.clone(), e))?;
         let history_from_store = ask.conversation_id.is_some() && ask.history.is_empty();
+        let conversation_id = ask
+            .conversation_id
+            .unwrap_or_else(|| conversation_id.to_owned());
+        let (user, client_user, store_conversation_id) = if principal.is_anonymous() {
+            (ask.user, None, conversation_id.clone())
+        } else {
+            let scoped = format!("{}.{conversation_id}", owner_prefix(&principal));
+            (Some(principal.id().to_owned()), ask.user, scoped)
+        };
         Ok(Self {
             history_from_store,
             turn_id: ask
                 .turn_id
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            conversation_id: ask
-                .conversation_id
-                .unwrap_or_else(|| conversation_id.to_owned()),
+            conversation_id,
+            store_conversation_id,
             question: ask.question.trim().to_owned(),
             history: ask.history,
-            user: ask.user,
+            user,
+            client_user,
             stream: ask.stream.unwrap_or(true) && !limits.test_mode,
         })
     }
 }
 
+/// `p` and 16 hex digits of the principal's SHA-256: a conversation-id prefix of the id
+/// charset, fixed per principal, that names nobody.
+fn owner_prefix(principal: &Principal) -> String {
+    let digest = Sha256::digest(principal.id().as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("p{hex}")
+}
+
 /// Every limit an ask must respect (its turn id already checked).
-fn check(ask: &Ask, limits: &ChatConfig) -> Result<(), ApiError> {
+fn check(ask: &Ask, limits: &ChatConfig, question_tokens: usize) -> Result<(), ApiError> {
     if let Some(id) = &ask.conversation_id {
         validate_id("conversation_id", id)?;
     }
@@ -74,6 +108,12 @@ fn check(ask: &Ask, limits: &ChatConfig) -> Result<(), ApiError> {
         return Err(too_large(format!(
             "question has {chars} characters; the limit is {}",
             limits.max_question_chars
+        )));
+    }
+    let cost = cost_tokens(question);
+    if cost > question_tokens {
+        return Err(too_large(format!(
+            "question is about {cost} model tokens; the limit is {question_tokens}"
         )));
     }
     if ask.history.len() > limits.max_history_messages {
@@ -115,8 +155,12 @@ pub struct TurnSummary {
     pub conversation_id: String,
     /// The question.
     pub question: String,
-    /// Who asked.
+    /// Who asked, as recorded.
     pub user: Option<String>,
+    /// What the client said it is, beside an authenticated principal.
+    pub client_user: Option<String>,
+    /// The conversation as the store keeps it.
+    pub store_conversation_id: String,
     /// When the ask arrived (RFC 3339).
     pub created_at: String,
 }
@@ -128,6 +172,8 @@ impl From<&TurnRequest> for TurnSummary {
             conversation_id: r.conversation_id.clone(),
             question: r.question.clone(),
             user: r.user.clone(),
+            client_user: r.client_user.clone(),
+            store_conversation_id: r.store_conversation_id.clone(),
             created_at: now_rfc3339(),
         }
     }
@@ -150,6 +196,10 @@ mod tests {
         }
     }
 
+    fn request(ask: Ask, limits: &ChatConfig) -> Result<TurnRequest, Refused> {
+        TurnRequest::from_ask(ask, limits, "conv", Principal::anonymous(), 1_000)
+    }
+
     fn ask(question: &str) -> Ask {
         Ask {
             question: question.into(),
@@ -160,7 +210,7 @@ mod tests {
     #[test]
     fn ask_validation_codes() {
         let l = limits();
-        let code = |a: Ask| TurnRequest::from_ask(a, &l, "c").err().map(|(_, e)| e.code);
+        let code = |a: Ask| request(a, &l).err().map(|(_, e)| e.code);
         assert_eq!(code(ask("   ")), Some(ErrorCode::BadRequest));
         assert_eq!(code(ask("01234567890")), Some(ErrorCode::TooLarge));
         assert_eq!(code(ask("0123456789")), None);
@@ -192,7 +242,7 @@ mod tests {
     #[test]
     fn a_refusal_names_the_turn_only_when_its_id_is_valid() {
         let l = limits();
-        let refused = |a: Ask| TurnRequest::from_ask(a, &l, "c").err().map(|(id, _)| id);
+        let refused = |a: Ask| request(a, &l).err().map(|(id, _)| id);
         let named = Ask {
             turn_id: Some("t1".into()),
             ..ask("   ")
@@ -208,20 +258,20 @@ mod tests {
     #[test]
     fn ask_defaults_are_filled_in() {
         let mut l = limits();
-        let r = TurnRequest::from_ask(ask("  q  "), &l, "conv").expect("valid");
+        let r = request(ask("  q  "), &l).expect("valid");
         assert_eq!(r.question, "q");
         assert_eq!(r.conversation_id, "conv");
         assert!(uuid::Uuid::parse_str(&r.turn_id).is_ok());
         assert!(r.stream);
         assert!(!r.history_from_store, "no conversation named");
         l.test_mode = true;
-        let r = TurnRequest::from_ask(ask("q"), &l, "conv").expect("valid");
+        let r = request(ask("q"), &l).expect("valid");
         assert!(!r.stream, "test mode turns streaming off");
         let named = Ask {
             conversation_id: Some("c1".into()),
             ..ask("q")
         };
-        let r = TurnRequest::from_ask(named, &l, "conv").expect("valid");
+        let r = request(named, &l).expect("valid");
         assert!(
             r.history_from_store,
             "a named conversation without history is loaded"

@@ -1,14 +1,15 @@
-//! One WebSocket session: reads client frames, runs at most one turn at a time, forwards the
-//! turn's frames, keeps the socket alive and closes it when idle or at shutdown. Generic over the
+//! One WebSocket session: proves who the client is (when the service needs it), then reads client
+//! frames, runs at most one turn at a time within the client's limits, forwards the turn's frames,
+//! keeps the socket alive and closes it when idle, misbehaving, or at shutdown. Generic over the
 //! transport so it can be driven without a network.
 
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use async_trait::async_trait;
-use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use futures::{FutureExt, Sink, Stream, StreamExt};
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::{Duration, Interval, MissedTickBehavior, sleep_until};
@@ -17,115 +18,53 @@ use tracing::Instrument;
 
 use super::protocol::{
     Ask, Cancel, ClientFrame, ErrorFrame, Limits, PROTOCOL, Ready, ServerFrame, parse_client_frame,
-    token_json,
 };
-use super::{OutputGone, TurnEvent, TurnOutcome, TurnOutput, TurnRequest, TurnSummary, run_turn};
+use super::{TurnOutcome, TurnRequest, TurnSummary, run_turn};
+use crate::auth::{AuthError, Principal};
 use crate::error::{ApiError, ErrorCode};
+use crate::limits::{Refusals, SocketPlace};
 use crate::state::AppState;
 
-/// What arrives from the client, transport-neutral.
-#[derive(Debug)]
-pub enum Incoming {
-    /// A text frame.
-    Text(String),
-    /// A binary frame (unsupported).
-    Binary,
-    /// A ping or pong from the client's WebSocket stack.
-    Heartbeat,
-    /// The client closed, or the transport failed.
-    Closed,
-    /// A frame over the transport limit.
-    TooLarge,
+mod socket;
+
+pub use socket::{
+    CLOSE_INVALID_DATA, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_RESTART, CLOSE_TOO_BIG, CLOSE_TOO_MANY,
+    CLOSE_UNAUTHORIZED, Incoming, Meter, Outgoing,
+};
+use socket::{SharedSink, SocketOutput, SocketTx, send};
+
+/// Who is on the other end of a socket.
+pub struct Peer {
+    /// The client's address (behind trusted proxies, the forwarded one).
+    pub address: IpAddr,
+    /// Whom it acts for, when the upgrade proved it; `None`: the first frame must.
+    pub principal: Option<Principal>,
+    /// Its place among the sockets, given back when the session ends.
+    pub place: Option<SocketPlace>,
+    /// Bytes read from the socket, to time frames that begin and never finish.
+    pub meter: Option<Arc<Meter>>,
 }
 
-/// What the session sends.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outgoing {
-    /// A text frame.
-    Text(String),
-    /// A keep-alive ping.
-    Ping,
-    /// A close frame with a code and reason; the session ends after it.
-    Close(u16, &'static str),
-}
-
-/// Close code: normal closure.
-pub const CLOSE_NORMAL: u16 = 1000;
-/// Close code: message too big.
-pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code: service restart.
-pub const CLOSE_RESTART: u16 = 1012;
-
-/// A client that takes no frame for this long is treated as gone: a stalled reader must not hold
-/// the session (or a shutdown) forever.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The socket's sending half, shared: the session sends replies, pings and each turn's final
-/// frame; the running turn writes its sources and tokens straight out, so a token wakes one task
-/// (the turn's) instead of hopping through the session. An async mutex, held across one frame's
-/// send: it only orders the writers of this one socket, and the send timeout bounds the hold.
-/// Once a send fails, the socket is marked gone and every later send fails at once, so a client
-/// that stopped reading costs one `SEND_TIMEOUT`, not one per writer.
-struct SocketTx<O> {
-    sink: Mutex<O>,
-    gone: AtomicBool,
-}
-
-type SharedSink<O> = Arc<SocketTx<O>>;
-
-/// Sends one frame; false when the client is gone or has taken nothing for `SEND_TIMEOUT`
-/// (waiting for the socket's other writer included).
-async fn send<O: Sink<Outgoing> + Unpin>(tx: &SocketTx<O>, frame: Outgoing) -> bool {
-    if tx.gone.load(Ordering::Relaxed) {
-        return false;
-    }
-    let sent = tokio::time::timeout(SEND_TIMEOUT, async {
-        let mut sink = tx.sink.lock().await;
-        // The other writer may have found the client gone while this one waited.
-        if tx.gone.load(Ordering::Relaxed) {
-            return false;
-        }
-        sink.send(frame).await.is_ok()
-    })
-    .await;
-    let ok = matches!(sent, Ok(true));
-    if !ok {
-        tx.gone.store(true, Ordering::Relaxed);
-    }
-    ok
-}
-
-/// A turn's output: sources and tokens to the socket, the final frame through the session, which
-/// then takes the next ask.
-struct SocketOutput<O> {
-    turn_id: String,
-    sink: SharedSink<O>,
-    finals: mpsc::Sender<String>,
-    /// The final frame went to the session (a panic after it must not send another).
-    final_sent: bool,
-}
-
-#[async_trait]
-impl<O: Sink<Outgoing> + Unpin + Send> TurnOutput for SocketOutput<O> {
-    async fn emit(&mut self, event: TurnEvent<'_>) -> Result<(), OutputGone> {
-        let json = match event {
-            TurnEvent::Sources(s) => ServerFrame::Sources(s.clone()).to_json(),
-            TurnEvent::Token(text) => token_json(&self.turn_id, text),
-            TurnEvent::Final(frame) => {
-                self.final_sent = true;
-                return self
-                    .finals
-                    .send(frame.to_json())
-                    .await
-                    .map_err(|_| OutputGone);
-            }
-        };
-        if send(&self.sink, Outgoing::Text(json)).await {
-            Ok(())
-        } else {
-            Err(OutputGone)
+impl Peer {
+    /// A client at `address` that proved nothing yet (tests).
+    pub fn at(address: IpAddr) -> Self {
+        Self {
+            address,
+            principal: None,
+            place: None,
+            meter: None,
         }
     }
+}
+
+/// How a session ended, with the transport handed back (to drain a too-large frame).
+pub struct Closing<I, O> {
+    /// The close code sent, if one was.
+    pub code: Option<u16>,
+    /// The incoming half.
+    pub incoming: I,
+    /// The outgoing half, when no turn task still holds it.
+    pub outgoing: Option<O>,
 }
 
 /// A bug in a turn must not cost the client its answer frame or the audit trail its record.
@@ -170,6 +109,10 @@ enum Next {
 struct Session<O> {
     state: AppState,
     tx: SharedSink<O>,
+    address: IpAddr,
+    principal: Principal,
+    place: Option<SocketPlace>,
+    meter: Option<Arc<Meter>>,
     /// The conversation of asks that name none.
     conversation_id: String,
     finals_tx: mpsc::Sender<String>,
@@ -177,44 +120,131 @@ struct Session<O> {
     turns: JoinSet<()>,
     running: Option<Running>,
     last_heard: tokio::time::Instant,
+    /// Bytes read when the last whole frame arrived, and when a frame begun since must be done.
+    frame: (u64, Option<tokio::time::Instant>),
     draining: bool,
     drain_deadline: tokio::time::Instant,
 }
 
-/// Runs a session until the client leaves, it idles out, or shutdown completes.
-pub async fn run<I, O>(state: AppState, mut incoming: I, outgoing: O)
+/// Runs a session until the client leaves, it idles out, it misbehaves, or shutdown completes.
+pub async fn run<I, O>(state: AppState, peer: Peer, mut incoming: I, outgoing: O) -> Closing<I, O>
 where
     I: Stream<Item = Incoming> + Unpin + Send,
     O: Sink<Outgoing> + Unpin + Send + 'static,
 {
-    let mut session = Session::new(state, outgoing);
-    if !session.send_text(session.ready()).await {
-        return;
+    let tx = Arc::new(SocketTx {
+        sink: Mutex::new(outgoing),
+        gone: AtomicBool::new(false),
+    });
+    let close = match admit(&state, &peer, &tx, &mut incoming).await {
+        Ok(principal) => {
+            let mut session = Session::new(state, peer, principal, Arc::clone(&tx));
+            match session.claim_place() {
+                Some(close) => Some(close),
+                None if !session.send_text(session.ready()).await => None,
+                None => {
+                    let close = session.serve(&mut incoming).await;
+                    session.close(close).await
+                }
+            }
+        }
+        Err(close) => close,
+    };
+    if let Some((code, reason)) = close {
+        send(&tx, Outgoing::Close(code, reason)).await;
     }
-    let close = session.serve(&mut incoming).await;
-    session.close(close).await;
+    Closing {
+        code: close.map(|(code, _)| code),
+        incoming,
+        outgoing: Arc::try_unwrap(tx).ok().map(|tx| tx.sink.into_inner()),
+    }
+}
+
+/// The principal the socket acts for: proven by the upgrade, or by a first `auth` frame within
+/// `RAGCHAT_AUTH_TIMEOUT_SECS`. Anything else closes the socket with 4401, no detail.
+async fn admit<I, O>(
+    state: &AppState,
+    peer: &Peer,
+    tx: &SocketTx<O>,
+    incoming: &mut I,
+) -> Result<Principal, Option<Close>>
+where
+    I: Stream<Item = Incoming> + Unpin,
+    O: Sink<Outgoing> + Unpin,
+{
+    if let Some(principal) = &peer.principal {
+        return Ok(principal.clone());
+    }
+    if !state.auth.required() {
+        return Ok(Principal::anonymous());
+    }
+    let wait = state.config.auth.auth_timeout;
+    let first = loop {
+        match tokio::time::timeout(wait, incoming.next()).await {
+            Ok(Some(Incoming::Heartbeat)) => continue,
+            Ok(Some(Incoming::Text(text))) => break Some(text),
+            Ok(Some(Incoming::Closed) | None) => return Err(None),
+            Ok(Some(_)) | Err(_) => break None,
+        }
+    };
+    let result = match first.as_deref().map(parse_client_frame) {
+        Some(Ok(ClientFrame::Auth(auth))) => state.auth.from_token(&auth.token).await,
+        Some(_) => Err(AuthError::Refused("the first frame was not `auth`".into())),
+        None => Err(AuthError::Missing),
+    };
+    match result {
+        Ok(principal) => Ok(principal),
+        Err(e) => {
+            let why = match &e {
+                AuthError::Missing => format!("no auth frame within {wait:?}"),
+                other => other.to_string(),
+            };
+            state.refusals.note(Refusals::AUTH, peer.address, &why);
+            // Tell a well-behaved client why it is closed; the code says it too.
+            let refusal = ApiError::new(ErrorCode::Unauthorized, "missing or invalid credentials");
+            send(tx, Outgoing::Text(error_json(None, refusal))).await;
+            Err(Some((CLOSE_UNAUTHORIZED, "unauthorized")))
+        }
+    }
 }
 
 impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
-    fn new(state: AppState, outgoing: O) -> Self {
+    fn new(state: AppState, peer: Peer, principal: Principal, tx: SharedSink<O>) -> Self {
         // Final frames of turns (one per turn). Tokens go straight to the socket: a slow reader
         // holds back its own turn (and so the upstream), never memory.
         let (finals_tx, finals_rx) = mpsc::channel::<String>(2);
+        let read = peer.meter.as_ref().map_or(0, |m| m.read());
         Self {
             state,
-            tx: Arc::new(SocketTx {
-                sink: Mutex::new(outgoing),
-                gone: AtomicBool::new(false),
-            }),
+            tx,
+            address: peer.address,
+            principal,
+            place: peer.place,
+            meter: peer.meter,
             conversation_id: uuid::Uuid::new_v4().to_string(),
             finals_tx,
             finals_rx,
             turns: JoinSet::new(),
             running: None,
             last_heard: tokio::time::Instant::now(),
+            frame: (read, None),
             draining: false,
             drain_deadline: tokio::time::Instant::now(),
         }
+    }
+
+    /// Counts the socket against its principal's; a close frame when it is one too many.
+    fn claim_place(&mut self) -> Option<Close> {
+        let place = self.place.as_mut()?;
+        if self.state.limits.claim_principal(place, &self.principal) {
+            return None;
+        }
+        self.state.refusals.note(
+            Refusals::SOCKETS,
+            self.address,
+            &format!("{} holds too many sockets", self.principal),
+        );
+        Some((CLOSE_TOO_MANY, "too many sockets for this principal"))
     }
 
     fn ready(&self) -> String {
@@ -222,6 +252,7 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
         ServerFrame::Ready(Ready {
             protocol: PROTOCOL.into(),
             version: crate::VERSION.into(),
+            principal: self.principal.id().to_owned(),
             limits: Limits {
                 max_question_chars: config.chat.max_question_chars,
                 max_history_messages: config.chat.max_history_messages,
@@ -258,6 +289,7 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
     ) -> Option<Close> {
         let mut ping = keep_alive(self.state.config.server.ping_interval());
         let shutdown = self.state.shutdown.clone();
+        let meter = self.meter.clone();
         loop {
             // Biased: shutdown is seen before a frame that arrived with it (a new ask then gets
             // `shutting_down`), and a turn's end before more client frames.
@@ -274,6 +306,9 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
                 message = incoming.next() => {
                     self.on_message(message.unwrap_or(Incoming::Closed)).await
                 }
+                () = bytes_arrived(meter.as_deref()) => self.on_bytes(),
+                _ = sleep_until(self.frame.1.unwrap_or_else(tokio::time::Instant::now)),
+                    if self.frame.1.is_some() => self.on_frame_overdue(),
                 _ = ping.tick() => self.on_tick().await,
             };
             if let Next::End(close) = next {
@@ -283,6 +318,10 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
     }
 
     async fn on_message(&mut self, message: Incoming) -> Next {
+        // A whole frame arrived: whatever was read so far was part of a frame that is done.
+        if let Some(meter) = &self.meter {
+            self.frame = (meter.read(), None);
+        }
         // Pongs are answered by the client's WebSocket stack, not its user: only frames the
         // application sent keep a socket from idling out.
         if matches!(message, Incoming::Text(_) | Incoming::Binary) {
@@ -290,7 +329,14 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
         }
         let reply = match message {
             Incoming::Closed => return Next::End(None),
-            Incoming::TooLarge => return Next::End(Some((CLOSE_TOO_BIG, "frame too large"))),
+            Incoming::TooLarge => {
+                self.refused(Refusals::FRAME, "a frame over RAGCHAT_MAX_FRAME_BYTES");
+                return Next::End(Some((CLOSE_TOO_BIG, "frame too large")));
+            }
+            Incoming::BadUtf8 => {
+                self.refused(Refusals::FRAME, "a text frame that is not UTF-8");
+                return Next::End(Some((CLOSE_INVALID_DATA, "text frames must be UTF-8")));
+            }
             Incoming::Heartbeat => None,
             Incoming::Binary => Some(error_json(
                 None,
@@ -306,9 +352,33 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
                     None
                 }
                 Ok(ClientFrame::Ask(ask)) => self.on_ask(ask),
+                // Already known; a page that keeps a token sends it whatever the server needs.
+                Ok(ClientFrame::Auth(_)) => None,
             },
         };
         self.reply(reply).await
+    }
+
+    fn refused(&self, kind: usize, why: &str) {
+        self.state.refusals.note(kind, self.address, why);
+    }
+
+    /// Bytes arrived: if they are not a whole frame yet, the frame must finish in time.
+    fn on_bytes(&mut self) -> Next {
+        if let Some(meter) = &self.meter
+            && meter.read() > self.frame.0
+            && self.frame.1.is_none()
+        {
+            let timeout = self.state.config.limits.frame_timeout;
+            self.frame.1 = Some(tokio::time::Instant::now() + timeout);
+        }
+        Next::Continue
+    }
+
+    /// A frame began and did not finish in time: its bytes are held for nothing.
+    fn on_frame_overdue(&mut self) -> Next {
+        self.refused(Refusals::FRAME, "a frame begun and not finished in time");
+        Next::End(Some((CLOSE_POLICY, "frame not finished in time")))
     }
 
     fn on_cancel(&self, cancel: &Cancel) {
@@ -332,8 +402,14 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
                 ErrorCode::Busy,
                 "a turn is already running on this socket; wait for its done frame or cancel it",
             )
+        } else if let Err(e) = self.state.limits.check_turn(&self.principal, self.address) {
+            self.refused(Refusals::RATE, &e.message);
+            e
         } else {
-            match TurnRequest::from_ask(ask, &self.state.config.chat, &self.conversation_id) {
+            let chat = &self.state.config.chat;
+            let budget = self.state.config.limits.max_question_tokens;
+            let principal = self.principal.clone();
+            match TurnRequest::from_ask(ask, chat, &self.conversation_id, principal, budget) {
                 Err((turn_id, e)) => return Some(error_json(turn_id, e)),
                 Ok(request) => {
                     self.start_turn(request, started);
@@ -360,13 +436,26 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
             final_sent: false,
         };
         let state = self.state.clone();
+        let (principal, address) = (self.principal.clone(), self.address);
         let summary = TurnSummary::from(&request);
         self.turns.spawn(
             async move {
+                // A place among the turns streaming at once, or `busy` (and no turn, no record).
+                let place = match state.limits.turn_place().await {
+                    Ok(place) => place,
+                    Err(busy) => {
+                        state.refusals.note(Refusals::BUSY, address, &busy.message);
+                        let json = error_json(Some(summary.turn_id), busy);
+                        let _ = output.finals.send(json).await;
+                        return;
+                    }
+                };
                 let turn = run_turn(&state, request, started, cancel, &mut output);
-                if AssertUnwindSafe(turn).catch_unwind().await.is_err() {
-                    turn_panicked(&state, summary, &output).await;
+                match AssertUnwindSafe(turn).catch_unwind().await {
+                    Ok(spent) => state.limits.charge(&principal, address, spent),
+                    Err(_) => turn_panicked(&state, summary, &output).await,
                 }
+                drop(place);
             }
             .instrument(span),
         );
@@ -385,9 +474,8 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
     }
 
     async fn on_tick(&self) -> Next {
-        if self.running.is_none()
-            && self.last_heard.elapsed() >= self.state.config.server.idle_timeout()
-        {
+        let idle = self.last_heard.elapsed() >= self.state.config.server.idle_timeout();
+        if self.running.is_none() && idle {
             return Next::End(Some((CLOSE_NORMAL, "idle timeout")));
         }
         if send(&self.tx, Outgoing::Ping).await {
@@ -430,8 +518,9 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
     }
 
     /// The client is gone or leaving: stop what runs (the record says cancelled) and wait for
-    /// it, so that no record is lost with the socket; then close.
-    async fn close(self, close: Option<Close>) {
+    /// it, so that no record is lost with the socket. Returns the close frame to send, if the
+    /// client is still there to read it.
+    async fn close(self, close: Option<Close>) -> Option<Close> {
         let Self {
             tx,
             finals_tx,
@@ -456,11 +545,15 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
         let ((), _) = tokio::join!(forward, async {
             while turns.join_next().await.is_some() {}
         });
-        if let Some((code, reason)) = close
-            && client_ok
-        {
-            send(&tx, Outgoing::Close(code, reason)).await;
-        }
+        close.filter(|_| client_ok)
+    }
+}
+
+/// Resolves when bytes arrive on a metered socket; never on an unmetered one.
+async fn bytes_arrived(meter: Option<&Meter>) {
+    match meter {
+        Some(meter) => meter.bytes_arrived().await,
+        None => std::future::pending().await,
     }
 }
 

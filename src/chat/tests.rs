@@ -34,7 +34,9 @@ impl TurnOutput for Frames {
 
 /// Runs one turn of `ask` on `app`; its frames and its record.
 async fn turn(app: FakeApp, ask: Ask) -> (Vec<ServerFrame>, TurnRecord) {
-    let request = TurnRequest::from_ask(ask, &app.state.config.chat, "socket-conv").expect("valid");
+    let principal = crate::auth::Principal::anonymous();
+    let chat = &app.state.config.chat;
+    let request = TurnRequest::from_ask(ask, chat, "socket-conv", principal, 1_000).expect("valid");
     let turn_id = request.turn_id.clone();
     let mut frames = Frames::default();
     let cancel = CancellationToken::new();
@@ -150,16 +152,18 @@ async fn a_named_conversation_without_history_continues_from_the_store() {
     assert_eq!(done.finish_reason, FinishReason::Stop);
     let prompt = prompts.lock().expect("lock")[0].clone();
     let said: Vec<&str> = prompt.iter().map(|m| m.content.as_str()).collect();
-    // System, then the stored turns oldest first, then the question; nothing of conv-2.
+    // System, then the stored turns oldest first, then the sources and the question; nothing
+    // of conv-2.
     assert_eq!(
-        &said[1..],
+        &said[1..5],
         [
             "Who keeps the lighthouse?",
             "answer a",
             "Since when?",
-            "answer b",
-            "And her cats?"
+            "answer b"
         ]
     );
+    assert!(said[5].ends_with("Question: And her cats?"), "{}", said[5]);
+    assert_eq!(said.len(), 6);
     assert_eq!(record.conversation_id, "conv-1");
 }

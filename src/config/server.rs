@@ -30,7 +30,8 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
 
     /// Largest WebSocket message accepted, in bytes; a bigger one closes the socket with 1009.
-    #[arg(long, env = "RAGCHAT_MAX_FRAME_BYTES", default_value_t = 1024 * 1024, global = true)]
+    /// An ask with a 4,000-character question and a trimmed history fits in the default.
+    #[arg(long, env = "RAGCHAT_MAX_FRAME_BYTES", default_value_t = 64 * 1024, global = true)]
     pub max_frame_bytes: usize,
 
     /// Seconds of silence on a socket before the server sends a keep-alive ping.

@@ -43,6 +43,16 @@ pub struct StoreArgs {
 
     /// Seconds one record may spend retrying a failing store before it is spooled to disk
     /// (under the data dir) for replay.
+    /// Most bytes of records the on-disk spool holds while the store is unreachable; past it,
+    /// records are written whole to the error log (the last place they survive) and counted.
+    #[arg(
+        long = "spool-max-bytes",
+        env = "RAGCHAT_SPOOL_MAX_BYTES",
+        default_value_t = 1 << 30,
+        global = true
+    )]
+    pub spool_max_bytes: u64,
+
     #[arg(
         long = "record-retry-secs",
         env = "RAGCHAT_RECORD_RETRY_SECS",
@@ -146,6 +156,8 @@ pub struct StoreConfig {
     pub timeout: Duration,
     /// Where records wait when the store cannot take them (`RAGCHAT_DATA_DIR/spool`).
     pub spool_dir: PathBuf,
+    /// Most bytes waiting there.
+    pub spool_max_bytes: u64,
 }
 
 impl StoreArgs {
@@ -177,6 +189,7 @@ impl StoreArgs {
             retry_budget: Duration::from_secs(self.retry_secs),
             timeout,
             spool_dir: data_dir.join("spool"),
+            spool_max_bytes: self.spool_max_bytes.max(1 << 20),
         })
     }
 }

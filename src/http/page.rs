@@ -1,17 +1,34 @@
-//! The static test page, embedded in the binary so a single file serves it.
+//! The static test page (markup, script, style), embedded in the binary so a single file serves
+//! it. No inline script or style: the Content-Security-Policy allows only these files.
 
 use axum::http::header;
 use axum::response::IntoResponse;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
+const APP_JS: &str = include_str!("../../web/app.js");
+const APP_CSS: &str = include_str!("../../web/app.css");
+
+fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+}
 
 /// `GET /`.
 pub async fn index() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        INDEX_HTML,
-    )
+    file("text/html; charset=utf-8", INDEX_HTML)
+}
+
+/// `GET /app.js`.
+pub async fn script() -> impl IntoResponse {
+    file("text/javascript; charset=utf-8", APP_JS)
+}
+
+/// `GET /app.css`.
+pub async fn style() -> impl IntoResponse {
+    file("text/css; charset=utf-8", APP_CSS)
 }

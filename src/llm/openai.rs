@@ -197,6 +197,13 @@ fn classify(
             message,
             retry_after_ms,
         }
+    } else if status == Some(503) && !message.to_ascii_lowercase().contains("loading") {
+        // At capacity ("no slot available" from llama-server, "overloaded" from OpenAI): busy,
+        // retry soon. A model still loading is unavailable instead.
+        LlmError::RateLimited {
+            message,
+            retry_after_ms: retry_after_ms.or(Some(1_000)),
+        }
     } else if matches!(status, Some(400..=499)) || matches!(kind, Some("invalid_request_error")) {
         LlmError::Rejected(message)
     } else {

@@ -100,6 +100,10 @@ struct Stats {
     rejected: AtomicU64,
     degraded: AtomicBool,
     last_error: Mutex<Option<(String, String)>>,
+    /// Records that neither the store nor the spool took: only in the error log.
+    logged_only: AtomicU64,
+    /// The spool's last failure (disk full, spool full), while it fails.
+    spool_error: Mutex<Option<String>>,
 }
 
 /// How the record path is doing.
@@ -129,6 +133,14 @@ pub struct RecorderStatus {
     pub replayed: u64,
     /// Records the store refused for good, kept in the spool dir's `rejected.jsonl`.
     pub rejected: u64,
+    /// Bytes waiting in the spool.
+    pub spool_bytes: u64,
+    /// Why the spool fails (disk full, spool full), while it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool_error: Option<String>,
+    /// Records that neither the store nor the spool took since start: each is whole in the error
+    /// log, and nowhere else.
+    pub logged_only: u64,
     /// The last store error, and when.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -172,13 +184,16 @@ impl Shared {
             Ok((Ok(()), records)) => {
                 self.stats.spooled.fetch_add(n, Ordering::Relaxed);
                 self.stats.degraded.store(true, Ordering::Relaxed);
+                *self.spool_error() = None;
                 for r in &records {
                     tracing::warn!(turn_id = %r.id, "record spooled; it will be replayed");
                 }
             }
             Ok((Err(e), records)) => {
+                self.stats.degraded.store(true, Ordering::Relaxed);
+                *self.spool_error() = Some(e.to_string());
                 for record in &records {
-                    last_resort(record, &e);
+                    self.last_resort(record, &e);
                 }
             }
             Err(e) => tracing::error!(error = %e, "spool task failed"),
@@ -197,7 +212,7 @@ impl Shared {
         .await
         {
             Ok((Ok(()), _)) => {}
-            Ok((Err(e), record)) => last_resort(&record, &e),
+            Ok((Err(e), record)) => self.last_resort(&record, &e),
             Err(e) => tracing::error!(error = %e, "spool task failed"),
         }
     }
@@ -321,11 +336,21 @@ impl Shared {
     }
 }
 
-fn last_resort(record: &TurnRecord, error: &std::io::Error) {
-    // The store and the disk both failed: the log is the last place the turn survives.
-    let json = serde_json::to_string(record).unwrap_or_default();
-    tracing::error!(error = %error, turn_id = %record.id, record = %json,
-        "could not spool the turn record; it is only in this log line");
+impl Shared {
+    fn spool_error(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.stats
+            .spool_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The store and the disk both failed: the log is the last place the turn survives.
+    fn last_resort(&self, record: &TurnRecord, error: &std::io::Error) {
+        self.stats.logged_only.fetch_add(1, Ordering::Relaxed);
+        let json = serde_json::to_string(record).unwrap_or_default();
+        tracing::error!(error = %error, turn_id = %record.id, record = %json,
+            "could not spool the turn record; it is only in this log line");
+    }
 }
 
 async fn writer(
@@ -443,6 +468,11 @@ impl Recorder {
         self.shared.stats.degraded.load(Ordering::Relaxed) || !self.shared.spool.is_empty()
     }
 
+    /// Records that only the error log holds, since start.
+    pub fn logged_only(&self) -> u64 {
+        self.shared.stats.logged_only.load(Ordering::Relaxed)
+    }
+
     /// The record path's state.
     pub fn status(&self) -> RecorderStatus {
         let s = &self.shared.stats;
@@ -463,6 +493,9 @@ impl Recorder {
             retried: s.retried.load(Ordering::Relaxed),
             replayed: s.replayed.load(Ordering::Relaxed),
             rejected: s.rejected.load(Ordering::Relaxed),
+            spool_bytes: self.shared.spool.bytes(),
+            spool_error: self.shared.spool_error().clone(),
+            logged_only: s.logged_only.load(Ordering::Relaxed),
             last_error_at: last.as_ref().map(|(_, at)| at.clone()),
             last_error: last.map(|(e, _)| e),
         }
@@ -563,7 +596,7 @@ mod tests {
     #[tokio::test]
     async fn records_that_arrive_during_an_outage_are_replayed_once_in_arrival_order() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Arc::new(Spool::open(dir.path(), "t").expect("spool"));
+        let spool = Arc::new(Spool::open(dir.path(), "t", 1 << 30).expect("spool"));
         let store = Arc::new(Flaky::default());
         store.down.store(true, Ordering::SeqCst);
         let (recorder, task) = Recorder::start(store.clone(), spool.clone(), 64, policy());
@@ -591,7 +624,7 @@ mod tests {
     #[tokio::test]
     async fn an_overflowing_queue_spools_instead_of_dropping() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Arc::new(Spool::open(dir.path(), "t").expect("spool"));
+        let spool = Arc::new(Spool::open(dir.path(), "t", 1 << 30).expect("spool"));
         let store = Arc::new(Flaky::default());
         store.down.store(true, Ordering::SeqCst);
         let (recorder, task) = Recorder::start(store.clone(), spool.clone(), 2, policy());
@@ -615,7 +648,7 @@ mod tests {
         let store = Arc::new(Flaky::default());
         store.down.store(true, Ordering::SeqCst);
         {
-            let spool = Arc::new(Spool::open(dir.path(), "t").expect("spool"));
+            let spool = Arc::new(Spool::open(dir.path(), "t", 1 << 30).expect("spool"));
             let (recorder, task) = Recorder::start(store.clone(), spool, 8, policy());
             for i in 0..3 {
                 recorder.record(record("c", &format!("r{i}"))).await;
@@ -623,7 +656,7 @@ mod tests {
             task.finish().await;
         }
         store.down.store(false, Ordering::SeqCst);
-        let spool = Arc::new(Spool::open(dir.path(), "t").expect("spool"));
+        let spool = Arc::new(Spool::open(dir.path(), "t", 1 << 30).expect("spool"));
         assert_eq!(spool.len(), 3);
         let (_recorder, task) = Recorder::start(store.clone(), spool.clone(), 8, policy());
         task.finish().await;
@@ -635,9 +668,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn when_even_the_spool_cannot_take_a_record_it_is_logged_counted_and_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A spool that holds nothing, as on a full disk.
+        let spool = Arc::new(Spool::open(dir.path(), "t", 10).expect("spool"));
+        let store = Arc::new(Flaky::default());
+        store.down.store(true, Ordering::SeqCst);
+        let (recorder, task) = Recorder::start(store.clone(), spool.clone(), 8, policy());
+        recorder.record(record("c", "r0")).await;
+        eventually("the record is given up to the log", || {
+            recorder.logged_only() == 1
+        })
+        .await;
+        let status = recorder.status();
+        assert_eq!(status.state, RecorderState::Degraded);
+        let error = status.spool_error.expect("the reason is reported");
+        assert!(error.contains("spool is full"), "{error}");
+        assert!(spool.is_empty());
+        task.finish().await;
+    }
+
+    #[tokio::test]
     async fn a_rejected_record_is_set_aside_and_does_not_block_others() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Arc::new(Spool::open(dir.path(), "t").expect("spool"));
+        let spool = Arc::new(Spool::open(dir.path(), "t", 1 << 30).expect("spool"));
         let store = Arc::new(Flaky {
             rejected_id: Some("bad".into()),
             ..Flaky::default()

@@ -89,6 +89,7 @@ async fn upstream_errors_map_to_client_codes() {
         ("overflow", ErrorCode::TooLarge),
         ("rate-limited", ErrorCode::Busy),
         ("unavailable", ErrorCode::LlmUnavailable),
+        ("no-slot", ErrorCode::Busy),
         ("error-in-stream", ErrorCode::LlmUnavailable),
         ("cut", ErrorCode::LlmUnavailable),
     ];

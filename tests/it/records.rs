@@ -439,6 +439,8 @@ async fn sigterm_with_twenty_streams_loses_no_turn() {
         "300".into(),
         "--log-format".into(),
         "json".into(),
+        "--turns-per-minute".into(),
+        "0".into(),
     ]);
     let ingest = tokio::process::Command::new(bin)
         .arg("ingest")

@@ -86,6 +86,11 @@ pub fn config(data_dir: &Path, llm_url: &str, extra: &[&str]) -> Config {
         "300".into(),
         "--log-format".into(),
         "pretty".into(),
+        // The suite asks many questions from one address: the limits have their own tests.
+        "--turns-per-minute".into(),
+        "0".into(),
+        "--daily-tokens".into(),
+        "0".into(),
     ];
     argv.extend(extra.iter().map(|s| s.to_string()));
     Args::try_parse_from(argv)
@@ -242,6 +247,63 @@ pub async fn connect(app: &TestApp) -> Ws {
     match next_frame(&mut ws).await {
         ServerFrame::Ready(_) => ws,
         other => panic!("expected ready, got {other:?}"),
+    }
+}
+
+/// Opens a socket with extra upgrade headers; the upgrade's error (e.g. an HTTP 401) if refused.
+pub async fn upgrade_with(
+    app: &TestApp,
+    headers: &[(&str, &str)],
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = app.ws_url().into_client_request()?;
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            value.parse().expect("header value"),
+        );
+    }
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// The HTTP status and JSON body of a refused upgrade.
+pub fn refused(error: tokio_tungstenite::tungstenite::Error) -> (u16, serde_json::Value) {
+    match error {
+        tokio_tungstenite::tungstenite::Error::Http(response) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(serde_json::Value::Null);
+            (status, body)
+        }
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+}
+
+/// Reads until the close frame (text frames are collected); its code and reason.
+pub async fn close_of(ws: &mut Ws) -> (u16, String, Vec<ServerFrame>) {
+    let mut frames = Vec::new();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("the server acts within 30 s");
+        match message {
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = frame
+                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                    .unwrap_or((1005, String::new()));
+                return (code, reason, frames);
+            }
+            Some(Ok(Message::Text(text))) => {
+                frames.push(serde_json::from_str(&text).expect("a frame"));
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
     }
 }
 
@@ -457,6 +519,19 @@ pub async fn replay() -> Replay {
                 r
             }
             "unavailable" => json(503, error_body("health-startup.txt").replace(" HTTP 503", "")),
+            // OpenAI's answer to a wrong key (its documented error object), quoting the key.
+            "unauthorized" => json(
+                401,
+                r#"{"error":{"message":"Incorrect API key provided: sk-abc123*****wxyz. You can find your API key at https://platform.openai.com/account/api-keys.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#
+                    .into(),
+            ),
+            // llama-server's answer when every slot is taken (tools/server/server-context.cpp:
+            // format_error_response("no slot available", ERROR_TYPE_UNAVAILABLE)).
+            "no-slot" => json(
+                503,
+                r#"{"error":{"code":503,"message":"no slot available","type":"unavailable_error"}}"#
+                    .into(),
+            ),
             "error-in-stream" => sse(format!(
                 "{}data: {{\"error\":{{\"code\":500,\"message\":\"model crashed\",\"type\":\"server_error\"}}}}\n\n",
                 first_chunks(3)

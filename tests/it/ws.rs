@@ -468,7 +468,8 @@ async fn shutdown_lets_the_running_turn_finish_then_closes_with_1012() {
 async fn a_client_that_stops_reading_is_dropped_and_holds_up_no_one() {
     // Answers far larger than the socket buffers, streamed as fast as they are read.
     let llm = format!("http://{}/long/v1", replay_server().await);
-    let app = spawn_app(&llm, &[]).await;
+    // The replayed answer ignores max_tokens; let it run whole here (the cap has its own test).
+    let app = spawn_app(&llm, &["--llm-max-tokens", "1000000"]).await;
     let mut stalled = connect(&app).await;
     let mut reader = connect(&app).await;
     send(

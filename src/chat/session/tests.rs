@@ -28,9 +28,12 @@ fn connect(app: &FakeApp, buffer: usize) -> Client {
     let (to_server, incoming) = mpsc::unbounded();
     let (outgoing, from_server) = mpsc::channel(buffer);
     let state = app.state.clone();
+    let peer = super::Peer::at("127.0.0.1".parse().expect("ip"));
     // Awaited by `Client::ended` (or dropped with the test's runtime).
     #[allow(clippy::disallowed_methods)]
-    let session = tokio::spawn(run(state, incoming, outgoing));
+    let session = tokio::spawn(async move {
+        run(state, peer, incoming, outgoing).await;
+    });
     Client {
         to_server,
         from_server,
@@ -416,4 +419,92 @@ async fn the_outgoing_sink_closing_ends_the_session() {
     client.send(json!({"type":"subscribe"}));
     let _ = client.to_server.send(Incoming::Heartbeat).await;
     client.ended().await;
+}
+
+mod any_client {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What a client may send, well-formed or not.
+    fn incoming() -> impl Strategy<Value = Incoming> {
+        prop_oneof![
+            3 => Just(Incoming::Text(r#"{"type":"ask","question":"q"}"#.into())),
+            2 => "[a-z0-9]{1,8}".prop_map(|id| Incoming::Text(
+                json!({"type":"ask","question":"q","turn_id":id}).to_string())),
+            2 => Just(Incoming::Text(r#"{"type":"cancel"}"#.into())),
+            1 => Just(Incoming::Text(r#"{"type":"auth","token":"x"}"#.into())),
+            2 => ".{0,40}".prop_map(Incoming::Text),
+            1 => Just(Incoming::Binary),
+            1 => Just(Incoming::Heartbeat),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever a client sends, the session never panics, ends when the client leaves, and
+        /// every turn that started (its `sources` went out) ends with exactly one `done` or
+        /// `error`, after which nothing of it follows.
+        #[test]
+        fn any_sequence_of_frames_keeps_the_turn_contract(
+            frames in prop::collection::vec((incoming(), 0u64..300), 1..30)
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let app = fakes::app(FakeLlm::new(tokens(3, Duration::from_millis(50))), &[]);
+                let client = connect(&app, 1024);
+                for (i, (frame, gap)) in frames.into_iter().enumerate() {
+                    // Turn ids unique per sequence, so a refusal never names a running turn.
+                    let frame = match frame {
+                        Incoming::Text(text) if text.contains("turn_id") => {
+                            let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+                            v["turn_id"] = json!(format!("{}-{i}", v["turn_id"].as_str().unwrap_or("t")));
+                            Incoming::Text(v.to_string())
+                        }
+                        other => other,
+                    };
+                    client.to_server.unbounded_send(frame).expect("open");
+                    tokio::time::sleep(Duration::from_millis(gap)).await;
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                client.to_server.unbounded_send(Incoming::Closed).expect("open");
+                let Client { session, mut from_server, .. } = client;
+                tokio::time::timeout(Duration::from_secs(60), session)
+                    .await
+                    .expect("the session ends")
+                    .expect("no panic");
+                let mut open: Option<String> = None;
+                let mut ended = std::collections::HashSet::new();
+                while let Ok(out) = from_server.try_recv() {
+                    let Outgoing::Text(json) = out else { continue };
+                    match serde_json::from_str::<ServerFrame>(&json).expect("a frame") {
+                        ServerFrame::Sources(s) => {
+                            assert!(open.is_none(), "one turn at a time");
+                            assert!(!ended.contains(&s.turn_id), "a turn ends once");
+                            open = Some(s.turn_id);
+                        }
+                        ServerFrame::Token(t) => {
+                            assert_eq!(open.as_deref(), Some(t.turn_id.as_str()), "tokens of the open turn only");
+                        }
+                        ServerFrame::Done(d) => {
+                            assert_eq!(open.take().as_deref(), Some(d.turn_id.as_str()));
+                            ended.insert(d.turn_id.clone());
+                        }
+                        ServerFrame::Error(e) => {
+                            if open.is_some() && e.turn_id == open {
+                                ended.extend(open.take());
+                            }
+                        }
+                        ServerFrame::Ready(_) => {}
+                    }
+                }
+                assert!(open.is_none(), "every started turn ended");
+            });
+        }
+    }
 }
