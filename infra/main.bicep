@@ -434,6 +434,15 @@ output registryLoginServer string = registry.properties.loginServer
 // the deploy smoke test with an API key, the socket are not redirected to a login page: ragchat
 // itself refuses a socket without a principal or a key.
 resource easyAuth 'Microsoft.Web/sites/config@2023-12-01' = if (enableEasyAuth) {
+  // checkov treats every Microsoft.Web/sites/config as the site's `web` config and cannot read a
+  // conditional resource's properties: its site checks do not apply to authsettingsV2.
+  // checkov:skip=CKV_AZURE_13: this resource *is* App Service Authentication
+  // checkov:skip=CKV_AZURE_63: HTTP logging is set on the site (siteConfig.httpLoggingEnabled)
+  // checkov:skip=CKV_AZURE_65: detailed errors are set on the site
+  // checkov:skip=CKV_AZURE_66: failed request tracing is set on the site
+  // checkov:skip=CKV_AZURE_80: not a .NET site config
+  // checkov:skip=CKV_AZURE_88: not a site config (storage is decided on the site)
+  // checkov:skip=CKV_AZURE_222: a public chat service, as on the site
   parent: app
   name: 'authsettingsV2'
   properties: {
