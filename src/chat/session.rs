@@ -417,7 +417,11 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
                 }
             }
         };
-        Some(error_json(ask.turn_id, refusal))
+        // A refusal never names the running turn: an error with its id would end it for the
+        // client while it goes on.
+        let running = self.running.as_ref().map(|r| r.turn_id.as_str());
+        let turn_id = ask.turn_id.filter(|id| Some(id.as_str()) != running);
+        Some(error_json(turn_id, refusal))
     }
 
     fn start_turn(&mut self, request: TurnRequest, started: Instant) {
