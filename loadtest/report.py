@@ -56,18 +56,18 @@ def sub(a, b):
 
 itl = float(F.get("itl_ms", "50"))
 levels = [int(n) for n in F.get("streams", "").split()]
-rows = []
-for n in levels:
-    d, r = load(f"direct-{n}.json"), load(f"ragchat-{n}.json")
+def stream_row(n, name):
+    """One measured level through ragchat (`name`.json) against the direct run at `n`."""
+    d, r = load(f"direct-{n}.json"), load(f"{name}.json")
     if r is None:
-        continue
+        return None
     proc = None
-    p = os.path.join(results, f"ragchat-{n}.proc")
+    p = os.path.join(results, f"{name}.proc")
     if os.path.exists(p):
         rss0, cpu0, cpu1, tck, wall_ms = open(p).read().split()
         proc = ((int(cpu1) - int(cpu0)) / int(tck), int(wall_ms) / 1000.0)
     rss_mid = None
-    p = os.path.join(results, f"rss-{n}.kib")
+    p = os.path.join(results, f"rss-{name}.kib")
     if os.path.exists(p) and open(p).read().strip():
         rss_mid = int(open(p).read().strip())
     errors = sum(r.get("errors", {}).values())
@@ -84,9 +84,12 @@ for n in levels:
         # last turn and start no new one), so compare delivered tokens with the baseline's.
         and r.get("tokens_per_sec", 0) >= 0.9 * (d.get("tokens_per_sec", 0) if d else 0)
     )
-    rows.append(dict(n=n, d=d, r=r, cpu_s=proc, rss_mid=rss_mid, errors=errors, lost=lost,
-                     added_gap=added_gap, over_nominal=over_nominal, ok=ok, offered=offered))
+    return dict(n=n, d=d, r=r, cpu_s=proc, rss_mid=rss_mid, errors=errors, lost=lost,
+                added_gap=added_gap, over_nominal=over_nominal, ok=ok, offered=offered)
 
+
+rows = [row for row in (stream_row(n, f"ragchat-{n}") for n in levels) if row]
+auth_rows = [row for row in (stream_row(n, f"auth-{n}") for n in levels) if row]
 best = max((row["n"] for row in rows if row["ok"]), default=None)
 first_fail = next((row for row in rows if not row["ok"]), None)
 at1000 = next((row for row in rows if row["n"] == 1000), None)
@@ -123,7 +126,11 @@ w(f"- **Simulator:** `{F.get('sim')}` (time to first token {F.get('ttft_ms')} ms
 w("- **ragchat:** defaults, except `RAGCHAT_LLM_URL` and the embedder: the simulator's "
   "`/v1/embeddings` (`RAGCHAT_EMBEDDER=openai`) everywhere except the local-MiniLM rows, so the "
   "streaming figures measure ragchat and not the CPU-bound embedding model on the same two cores. "
-  "Records go to SQLite in the data dir; logs are JSON on stderr to a file.")
+  "Records go to SQLite in the data dir; logs are JSON on stderr to a file. The public-service "
+  "limits (sockets per address and per principal, turns a minute, tokens a day, concurrent turns) "
+  "are lifted everywhere except the fairness section, since one load generator on one address "
+  "stands in for thousands of users; authentication is off except in the rows marked JWT and "
+  "the fairness section.")
 w("")
 w("## Against the goals")
 w("")
@@ -201,7 +208,13 @@ w("## Streams at 20 tokens/s: direct to the simulator vs through ragchat")
 w("")
 w(f"Each level: `loadgen --clients N --ramp-secs {F.get('ramp')} --warmup-secs {F.get('ramp')} "
   f"--duration-secs {F.get('secs')}`, first with `--direct` (straight at the simulator's "
-  "`/v1/chat/completions`, same client code), then through ragchat. Turns started during the ramp "
+  "`/v1/chat/completions`, same client code), then through ragchat "
+  + (f"from {F['source_addrs']} loopback source addresses (`--source-addrs`: ragchat closes at once "
+     "a 33rd connection still in its HTTP phase from one address, which one address ramping "
+     "hundreds of upgrades a second reaches). " if F.get("source_addrs") else
+     "from one or two loopback source addresses (this run predates `--source-addrs 254`; see the "
+     "notes on the HTTP-phase cap). ")
+  + "Turns started during the ramp "
   "are not counted. Times in ms. *ttft−e−r* is ragchat's time to first token minus the "
   "embedding and retrieval time it reports in `done.timings_ms`. *added gap* = ragchat's p99 "
   "inter-token gap minus the direct run's p99. *tokens/s* counts the tokens of turns started in "
@@ -212,21 +225,75 @@ w(f"Each level: `loadgen --clients N --ramp-secs {F.get('ramp')} --warmup-secs {
 w("")
 w("| streams | tokens/s direct | tokens/s ragchat | ttft p50/p99 direct | ttft p50/p99 ragchat | ttft−e−r p50/p99 | gap p50/p99/max direct | gap p50/p99/max ragchat | added gap p99 | ragchat CPU | ragchat RSS | errors / lost |")
 w("|---|---|---|---|---|---|---|---|---|---|---|---|")
-for row in rows:
+def pp(rep, m, qs=("p50", "p99")):
+    return "/".join(num(metric(rep, m, q)) for q in qs)
+
+
+for row in rows + auth_rows:
     d, r = row["d"], row["r"]
-    def pp(rep, m, qs=("p50", "p99")):
-        return "/".join(num(metric(rep, m, q)) for q in qs)
+    jwt = " · JWT" if row in auth_rows else ""
     cpu = f"{100 * row['cpu_s'][0] / max(row['cpu_s'][1], 1):.0f} %" if row["cpu_s"] is not None else "–"
     rss = f"{row['rss_mid'] / 1024:.0f} MiB" if row["rss_mid"] else "–"
     errs = ", ".join(f"{k} {v}" for k, v in r.get("errors", {}).items()) or "0"
-    w(f"| {row['n']:,} | {num(d.get('tokens_per_sec') if d else None, 0)} | {num(r.get('tokens_per_sec'), 0)} | "
+    w(f"| {row['n']:,}{jwt} | {num(d.get('tokens_per_sec') if d else None, 0)} | {num(r.get('tokens_per_sec'), 0)} | "
       f"{pp(d, 'ttft_ms')} | {pp(r, 'ttft_ms')} | {pp(r, 'ttft_excl_embed_retrieve_ms')} | "
       f"{pp(d, 'inter_token_ms', ('p50', 'p99', 'max'))} | {pp(r, 'inter_token_ms', ('p50', 'p99', 'max'))} | "
       f"{num(row['added_gap'])} | {cpu} | {rss} | {errs} / {row['lost']} |")
 w("")
+if auth_rows:
+    w("*· JWT*: the same level through a second ragchat with `RAGCHAT_AUTH=jwt`, each client "
+      "presenting its own ES256 token (subject `loadgen-i`) from the simulator's test issuer in the "
+      "upgrade's `Authorization` header; compared with the same direct run.")
+    w("")
 w("*ragchat CPU* is its user+system time over the whole loadgen run (ramp and tail included) "
   "divided by its wall time, so 100 % = one core; the machine has " + F.get("nproc", "?") + ", shared with the simulator and the load generator.")
 w("")
+
+alone, flooded, flood = load("fair-alone.json"), load("fair-flooded.json"), load("flood.json")
+if alone or flooded:
+    w("## Fairness: well-behaved clients beside a flood")
+    w("")
+    w("ragchat with the default limits (20 sockets and 30 turns a minute, burst 10, per principal; "
+      "50 sockets per address; 256 concurrent turns; 200,000 tokens a day) and JWT authentication. "
+      f"{alone['clients'] if alone else '?'} well-behaved clients, each its own principal, spread over "
+      "127.0.1.x, stream answers as in the table above, first alone and then while one principal "
+      f"floods from 127.0.2.1: `loadgen --flood {F.get('flood_rate', '?')} --clients 30` sends that "
+      "many asks a second over 30 sockets, whatever comes back.")
+    w("")
+    w("| well-behaved clients | turns | tokens/s | ttft p50/p99 | gap p50/p99/max | errors / lost | ragchat CPU |")
+    w("|---|---|---|---|---|---|---|")
+    for label, rep, name in [("alone", alone, "fair-alone"), ("beside the flood", flooded, "fair-flooded")]:
+        if not rep:
+            continue
+        p = os.path.join(results, f"{name}.proc")
+        cpu = "–"
+        if os.path.exists(p):
+            rss0, cpu0, cpu1, tck, wall_ms = open(p).read().split()
+            cpu = f"{100 * (int(cpu1) - int(cpu0)) / int(tck) / max(int(wall_ms) / 1000, 1):.0f} %"
+        errs = ", ".join(f"{k} {v}" for k, v in rep.get("errors", {}).items()) or "0"
+        lost = rep.get("turns_lost", 0) + rep.get("connection_failures", 0)
+        w(f"| {label} | {num(rep.get('turns'))} | {num(rep.get('tokens_per_sec'), 0)} | {pp(rep, 'ttft_ms')} | "
+          f"{pp(rep, 'inter_token_ms', ('p50', 'p99', 'max'))} | {errs} / {lost} | {cpu} |")
+    w("")
+    if flood:
+        w("What the flood got:")
+        w("")
+        w("```")
+        w(open(os.path.join(results, "flood.txt")).read().rstrip())
+        w("```")
+        w("")
+    health = load("fair-health.json")
+    if health:
+        refused = health.get("load", {}).get("refused", {})
+        w("Refusals counted by ragchat (`/health` → `load.refused`): "
+          + ", ".join(f"{k} {v:,}" for k, v in refused.items()) + ".")
+    p = os.path.join(results, "fair-log.counts")
+    if os.path.exists(p):
+        lines, size, refused_lines = (open(p).read().split() + ["?", "?", "?"])[:3]
+        w(f"Its log over the whole fairness section: {lines} lines, {int(size) / 1024:.0f} KiB, "
+          f"{refused_lines} of them `refused` lines (one per kind of refusal per interval, "
+          "with the count since the last).")
+    w("")
 
 if idle:
     w("## Idle sockets")

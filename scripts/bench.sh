@@ -11,7 +11,11 @@
 #   BENCH_INDEX_SMALL=10000 BENCH_INDEX_BIG=100000   chunks for cold start / retrieval
 #   BENCH_INGEST_FILES=30                    ~200-token chunks for the local-embedder ingest
 #   BENCH_OUT=docs/benchmarks.md
+#   BENCH_AUTH_STREAMS=1000                  streams of the JWT-authenticated row ("" skips it)
+#   BENCH_FAIR_CLIENTS=200 BENCH_FLOOD_RATE=500   fairness: well-behaved clients beside one flood
+#   BENCH_SECTIONS="streams auth fair idle index local"   which sections run
 #   BENCH_SKIP_BUILD=1                       reuse the release binaries already built
+#   BENCH_RAGCHAT_BIN=path                   measure another ragchat binary (e.g. an older commit)
 #   BENCH_KEEP=dir                           keep the raw results there (to re-render the report)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +38,11 @@ index_big="${BENCH_INDEX_BIG:-100000}"
 ingest_files="${BENCH_INGEST_FILES:-30}"
 out="${BENCH_OUT:-docs/benchmarks.md}"
 model_dir="${RAGCHAT_EMBED_MODEL_DIR:-$HOME/.cache/ragchat/models/all-MiniLM-L6-v2}"
+auth_streams="${BENCH_AUTH_STREAMS-1000}"
+fair_clients="${BENCH_FAIR_CLIENTS:-200}"
+flood_rate="${BENCH_FLOOD_RATE:-500}"
+sections=" ${BENCH_SECTIONS:-streams auth fair idle index local} "
+section() { [[ "$sections" == *" $1 "* ]]; }
 
 build_cmd=(cargo build --release --locked -p ragchat -p ragchat-loadtest)
 if [[ "${BENCH_SKIP_BUILD:-}" == 1 ]]; then
@@ -43,6 +52,7 @@ else
   "${build_cmd[@]}"
 fi
 bin="$CARGO_TARGET_DIR/release"
+ragchat_bin="${BENCH_RAGCHAT_BIN:-$bin/ragchat}"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/ragchat-bench.XXXXXX")"
 results="$work/results"
@@ -76,16 +86,34 @@ sim_pid=$!
 pids+=("$sim_pid")
 for _ in $(seq 100); do [[ -s "$work/sim.json" ]] && break; sleep 0.05; done
 sim_url="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$work/sim.json")"
+issuer_url="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["issuer"])' "$work/sim.json")"
 log "llm-sim at $sim_url (pid $sim_pid)"
 
+# The relay and capacity sections measure what one client machine can push through, so the
+# public-service limits (per address, per principal, per minute, per day, concurrent turns) are
+# lifted there; the fairness section runs with the defaults.
+no_limits() {
+  echo RAGCHAT_MAX_CONNECTIONS=10000000 RAGCHAT_MAX_SOCKETS_PER_ADDRESS=10000000 \
+    RAGCHAT_MAX_SOCKETS_PER_PRINCIPAL=10000000 RAGCHAT_TURNS_PER_MINUTE=0 \
+    RAGCHAT_DAILY_TOKENS=0 RAGCHAT_MAX_CONCURRENT_TURNS=1000000
+}
+default_limits() {
+  echo RAGCHAT_MAX_CONNECTIONS=10000 RAGCHAT_MAX_SOCKETS_PER_ADDRESS=50 \
+    RAGCHAT_MAX_SOCKETS_PER_PRINCIPAL=20 RAGCHAT_TURNS_PER_MINUTE=30 RAGCHAT_TURN_BURST=10 \
+    RAGCHAT_DAILY_TOKENS=200000 RAGCHAT_MAX_CONCURRENT_TURNS=256 RAGCHAT_TURN_QUEUE_MS=2000
+}
+# JWT authentication against the simulator's test issuer.
+jwt_env() {
+  echo RAGCHAT_AUTH=jwt RAGCHAT_JWT_ISSUER="$issuer_url" RAGCHAT_JWT_AUDIENCE=ragchat-bench
+}
 # ragchat's environment for a data dir; the embedder is the simulator's unless told otherwise.
 sim_env() {
   echo RAGCHAT_DATA_DIR="$1" RAGCHAT_LLM_URL="$sim_url" RAGCHAT_EMBEDDER=openai \
-    RAGCHAT_EMBED_URL="$sim_url" RAGCHAT_EMBED_MODEL=sim RAGCHAT_LOG_FORMAT=json
+    RAGCHAT_EMBED_URL="$sim_url" RAGCHAT_EMBED_MODEL=sim RAGCHAT_LOG_FORMAT=json $(no_limits)
 }
 local_env() {
   echo RAGCHAT_DATA_DIR="$1" RAGCHAT_LLM_URL="$sim_url" RAGCHAT_EMBEDDER=local \
-    RAGCHAT_EMBED_MODEL_DIR="$model_dir" RAGCHAT_LOG_FORMAT=json
+    RAGCHAT_EMBED_MODEL_DIR="$model_dir" RAGCHAT_LOG_FORMAT=json $(no_limits)
 }
 
 ragchat_pid=""
@@ -96,7 +124,7 @@ start_ragchat() {
   local name="$1"; shift
   ragchat_port="$(scripts/free-port.sh)"
   local t0; t0="$(date +%s%N)"
-  env "$@" RAGCHAT_ADDR="127.0.0.1:$ragchat_port" "$bin/ragchat" serve > "$work/$name.out" 2> "$work/$name.log" &
+  env "$@" RAGCHAT_ADDR="127.0.0.1:$ragchat_port" "$ragchat_bin" serve > "$work/$name.out" 2> "$work/$name.log" &
   ragchat_pid=$!
   pids+=("$ragchat_pid")
   for _ in $(seq 6000); do
@@ -118,49 +146,109 @@ ws_url() { echo "ws://127.0.0.1:$ragchat_port/ws"; }
 declare -A fact
 fact[build]="${build_cmd[*]}"
 fact[sim]="llm-sim --ttft-ms $ttft_ms --itl-ms $itl_ms --tokens $tokens"
+if [[ -n "${BENCH_RAGCHAT_BIN:-}" ]]; then fact[ragchat_bin]="$BENCH_RAGCHAT_BIN"; fi
 
 # --- 1. streams at 20 tokens/s, TTFT overhead -------------------------------------------------
 log "ingesting tests/fixtures/corpus with the simulator's embeddings"
-env $(sim_env "$work/data-sim") "$bin/ragchat" ingest tests/fixtures/corpus > "$results/ingest-corpus.json"
-start_ragchat streams $(sim_env "$work/data-sim")
-sleep 2
-fact[rss_idle_kib]="$(rss_kib "$ragchat_pid")"
-fact[ready_small_ms]="$ready_ms"
-for n in $streams; do
-  common=(--clients "$n" --ramp-secs "$ramp" --warmup-secs "$ramp" --duration-secs "$secs" --timeout-secs 60)
-  log "streams $n: direct baseline"
-  loadgen --direct "$sim_url" "${common[@]}" --label "direct-$n" --json "$results/direct-$n.json" > "$results/direct-$n.txt" || true
-  log "streams $n: through ragchat"
+env $(sim_env "$work/data-sim") "$ragchat_bin" ingest tests/fixtures/corpus > "$results/ingest-corpus.json"
+
+# through_ragchat NAME N LOADGEN_ARGS... : one measured loadgen run through the running ragchat,
+# with its CPU time over the run and its RSS half-way through the measured window.
+through_ragchat() {
+  local name="$1" n="$2"; shift 2
+  local common=(--clients "$n" --ramp-secs "$ramp" --warmup-secs "$ramp" --duration-secs "$secs" --timeout-secs 60)
+  local rss0 cpu0 cpu1 t0 t1 sampler
   rss0="$(rss_kib "$ragchat_pid")"
-  ( sleep "$((ramp + secs / 2))"; rss_kib "$ragchat_pid" > "$results/rss-$n.kib" 2>/dev/null ) &
+  ( sleep "$((ramp + secs / 2))"; rss_kib "$ragchat_pid" > "$results/rss-$name.kib" 2>/dev/null ) &
   sampler=$!
   cpu0="$(awk '{print $14 + $15}' "/proc/$ragchat_pid/stat")"
   t0="$(date +%s%N)"
-  loadgen --url "$(ws_url)" "${common[@]}" --label "ragchat-$n" --json "$results/ragchat-$n.json" > "$results/ragchat-$n.txt" || true
+  loadgen --url "$(ws_url)" "${common[@]}" "$@" --label "$name" --json "$results/$name.json" > "$results/$name.txt" || true
   t1="$(date +%s%N)"
   cpu1="$(awk '{print $14 + $15}' "/proc/$ragchat_pid/stat" 2>/dev/null || echo "$cpu0")"
   wait "$sampler" 2>/dev/null || true
-  echo "$rss0 $cpu0 $cpu1 $(getconf CLK_TCK) $(( (t1 - t0) / 1000000 ))" > "$results/ragchat-$n.proc"
-  cat "$results/ragchat-$n.txt" >&2
-  if ! kill -0 "$ragchat_pid" 2>/dev/null; then log "ragchat died at $n streams"; break; fi
-done
-stop_ragchat
+  echo "$rss0 $cpu0 $cpu1 $(getconf CLK_TCK) $(( (t1 - t0) / 1000000 ))" > "$results/$name.proc"
+  cat "$results/$name.txt" >&2
+}
+
+# Clients come from 254 loopback addresses (127.0.4.x), as users come from many: ragchat closes
+# at once the 33rd connection still in its HTTP phase from one address (slowloris), which a ramp
+# of hundreds of upgrades a second from one address reaches when the server is busy.
+spread=(--source-net 4 --source-addrs 254)
+if section streams; then
+  start_ragchat streams $(sim_env "$work/data-sim")
+  sleep 2
+  fact[rss_idle_kib]="$(rss_kib "$ragchat_pid")"
+  fact[ready_small_ms]="$ready_ms"
+  for n in $streams; do
+    log "streams $n: direct baseline"
+    loadgen --direct "$sim_url" --clients "$n" --ramp-secs "$ramp" --warmup-secs "$ramp" --duration-secs "$secs" \
+      --timeout-secs 60 --label "direct-$n" --json "$results/direct-$n.json" > "$results/direct-$n.txt" || true
+    log "streams $n: through ragchat"
+    through_ragchat "ragchat-$n" "$n" "${spread[@]}"
+    if ! kill -0 "$ragchat_pid" 2>/dev/null; then log "ragchat died at $n streams"; break; fi
+  done
+  stop_ragchat
+fi
+
+# --- 1b. the same streams, each socket authenticated with a JWT -------------------------------
+# Each client gets its own token (subject loadgen-i) from the simulator's test issuer; ragchat
+# fetches the issuer's JWKS once and checks one ES256 signature per connection.
+if section auth && [[ -n "$auth_streams" ]]; then
+  start_ragchat auth $(sim_env "$work/data-sim") $(jwt_env)
+  sleep 1
+  for n in $auth_streams; do
+    log "streams $n: through ragchat, JWT-authenticated"
+    through_ragchat "auth-$n" "$n" "${spread[@]}" --token-url "$issuer_url/token"
+  done
+  stop_ragchat
+fi
+
+# --- 1c. fairness: well-behaved clients beside one flooding principal -------------------------
+# Default limits and JWT authentication. The well-behaved clients (one principal each, spread
+# over 127.0.1.x) run once alone and once while one principal floods asks from 127.0.2.x over 30
+# sockets (more than its 20-socket cap) at BENCH_FLOOD_RATE asks/s, whatever the answers.
+if section fair; then
+  start_ragchat fair $(sim_env "$work/data-sim") $(default_limits) $(jwt_env)
+  sleep 1
+  fair=(--token-url "$issuer_url/token" --token-sub user --source-net 1 --source-addrs 254)
+  log "fairness: $fair_clients well-behaved clients alone"
+  through_ragchat "fair-alone" "$fair_clients" "${fair[@]}"
+  log "fairness: $fair_clients well-behaved clients beside a flood of $flood_rate asks/s"
+  loadgen --url "$(ws_url)" --flood "$flood_rate" --clients 30 --duration-secs "$((ramp * 2 + secs))" \
+    --token-url "$issuer_url/token" --token-sub flood --source-net 2 --source-addrs 1 \
+    --label flood --json "$results/flood.json" > "$results/flood.txt" 2>&1 &
+  flood_pid=$!
+  pids+=("$flood_pid")
+  through_ragchat "fair-flooded" "$fair_clients" "${fair[@]}"
+  wait "$flood_pid" || true
+  cat "$results/flood.txt" >&2
+  # What the operator sees: the refusal counters of /health, and how much the flood logged.
+  token="$(curl -fs "$issuer_url/token?sub=operator")"
+  curl -fs -H "Authorization: Bearer $token" "http://127.0.0.1:$ragchat_port/health" > "$results/fair-health.json" || true
+  echo "$(wc -l < "$work/fair.log") $(wc -c < "$work/fair.log") $(grep -c '"refused"' "$work/fair.log" || true)" \
+    > "$results/fair-log.counts"
+  stop_ragchat
+fi
 
 # --- 2. idle sockets ---------------------------------------------------------------------------
-# ragchat needs one descriptor per socket too: without CAP_SYS_RESOURCE the hard limit caps both.
-hard="$(ulimit -Hn)"
-if [[ "$hard" != unlimited ]] && (( idle > hard - 512 )); then
-  log "idle: the hard open-file limit is $hard and cannot be raised here; holding $((hard - 512)) instead of $idle"
-  fact[idle_capped]="$idle -> $((hard - 512)) (hard RLIMIT_NOFILE $hard)"
-  idle=$((hard - 512))
+if section idle; then
+  # ragchat needs one descriptor per socket too: without CAP_SYS_RESOURCE the hard limit caps both.
+  hard="$(ulimit -Hn)"
+  if [[ "$hard" != unlimited ]] && (( idle > hard - 512 )); then
+    log "idle: the hard open-file limit is $hard and cannot be raised here; holding $((hard - 512)) instead of $idle"
+    fact[idle_capped]="$idle -> $((hard - 512)) (hard RLIMIT_NOFILE $hard)"
+    idle=$((hard - 512))
+  fi
+  start_ragchat idle $(sim_env "$work/data-sim")
+  sleep 1
+  log "idle: $idle sockets"
+  # From 254 source addresses, like the streams (see `spread` above).
+  loadgen --url "$(ws_url)" --idle "$idle" --ramp-secs "$idle_ramp" --duration-secs 10 --server-pid "$ragchat_pid" \
+    --source-net 3 --source-addrs 254 --timeout-secs 60 --label "idle-$idle" --json "$results/idle.json" > "$results/idle.txt" || true
+  cat "$results/idle.txt" >&2
+  stop_ragchat
 fi
-start_ragchat idle $(sim_env "$work/data-sim")
-sleep 1
-log "idle: $idle sockets"
-loadgen --url "$(ws_url)" --idle "$idle" --ramp-secs "$idle_ramp" --duration-secs 10 --server-pid "$ragchat_pid" \
-  --timeout-secs 60 --label "idle-$idle" --json "$results/idle.json" > "$results/idle.txt" || true
-cat "$results/idle.txt" >&2
-stop_ragchat
 
 # --- 3. index size: cold start and retrieval ---------------------------------------------------
 # Synthetic documents cut into ~16-token chunks (RAGCHAT_CHUNK_TOKENS=16, no overlap), so a large
@@ -184,7 +272,7 @@ for f in range(first, first + files):
 PY
 }
 ingest_big() { # ingest_big DIR
-  env $(sim_env "$work/data-big") RAGCHAT_CHUNK_TOKENS=16 RAGCHAT_CHUNK_OVERLAP=0 "$bin/ragchat" ingest "$1"
+  env $(sim_env "$work/data-big") RAGCHAT_CHUNK_TOKENS=16 RAGCHAT_CHUNK_OVERLAP=0 "$ragchat_bin" ingest "$1"
 }
 retrieval_run() { # retrieval_run LABEL
   start_ragchat "$1" $(sim_env "$work/data-big") RAGCHAT_LLM_MAX_TOKENS=4
@@ -195,21 +283,24 @@ retrieval_run() { # retrieval_run LABEL
     --json "$results/$1.json" > "$results/$1.txt" || true
   stop_ragchat
 }
-log "index: generating and ingesting $index_small chunks"
-gen_corpus "$work/corpus-small" "$index_small" 0
-ingest_big "$work/corpus-small" > "$results/ingest-small.json"
-retrieval_run index-small
-if (( index_big > index_small )); then
-  log "index: growing to $index_big chunks"
-  gen_corpus "$work/corpus-big" "$((index_big - index_small))" 100000
-  ingest_big "$work/corpus-big" > "$results/ingest-big.json"
-  retrieval_run index-big
+if section index; then
+  log "index: generating and ingesting $index_small chunks"
+  gen_corpus "$work/corpus-small" "$index_small" 0
+  ingest_big "$work/corpus-small" > "$results/ingest-small.json"
+  retrieval_run index-small
+  if (( index_big > index_small )); then
+    log "index: growing to $index_big chunks"
+    gen_corpus "$work/corpus-big" "$((index_big - index_small))" 100000
+    ingest_big "$work/corpus-big" > "$results/ingest-big.json"
+    retrieval_run index-big
+  fi
 fi
 
 # --- 4. the local embedder: ingest throughput, query embedding ---------------------------------
-if [[ -f "$model_dir/model.safetensors" || -d "$model_dir" ]]; then
-  log "local MiniLM: ingesting $ingest_files synthetic documents (~200-token chunks)"
-  python3 - "$work/corpus-prose" "$ingest_files" <<'PY'
+if section local; then
+  if [[ -f "$model_dir/model.safetensors" || -d "$model_dir" ]]; then
+    log "local MiniLM: ingesting $ingest_files synthetic documents (~200-token chunks)"
+    python3 - "$work/corpus-prose" "$ingest_files" <<'PY'
 import os, random, sys
 out, n = sys.argv[1], int(sys.argv[2])
 os.makedirs(out, exist_ok=True)
@@ -222,17 +313,18 @@ for i in range(n):
         for p in range(12):
             fh.write(" ".join(rng.choice(words) for _ in range(120)) + ".\n\n")
 PY
-  env $(local_env "$work/data-local") "$bin/ragchat" ingest "$work/corpus-prose" > "$results/ingest-local.json"
-  env $(local_env "$work/data-local") "$bin/ragchat" ingest tests/fixtures/corpus > /dev/null
-  start_ragchat local $(local_env "$work/data-local") RAGCHAT_LLM_MAX_TOKENS=4
-  fact[ready_local_ms]="$ready_ms"
-  sleep 1
-  fact[rss_local_kib]="$(rss_kib "$ragchat_pid")"
-  loadgen --url "$(ws_url)" --clients 1 --turns-per-client 60 --label local-embed \
-    --json "$results/local-embed.json" > "$results/local-embed.txt" || true
-  stop_ragchat
-else
-  log "no MiniLM at $model_dir (run: scripts/assets.sh models); skipping the local-embedder rows"
+    env $(local_env "$work/data-local") "$ragchat_bin" ingest "$work/corpus-prose" > "$results/ingest-local.json"
+    env $(local_env "$work/data-local") "$ragchat_bin" ingest tests/fixtures/corpus > /dev/null
+    start_ragchat local $(local_env "$work/data-local") RAGCHAT_LLM_MAX_TOKENS=4
+    fact[ready_local_ms]="$ready_ms"
+    sleep 1
+    fact[rss_local_kib]="$(rss_kib "$ragchat_pid")"
+    loadgen --url "$(ws_url)" --clients 1 --turns-per-client 60 --label local-embed \
+      --json "$results/local-embed.json" > "$results/local-embed.txt" || true
+    stop_ragchat
+  else
+    log "no MiniLM at $model_dir (run: scripts/assets.sh models); skipping the local-embedder rows"
+  fi
 fi
 
 stop_pid "$sim_pid"
@@ -256,12 +348,16 @@ stop_pid "$sim_pid"
   echo "idle_ramp=$idle_ramp"
   echo "index_small=$index_small"
   echo "index_big=$index_big"
+  echo "flood_rate=$flood_rate"
+  echo "fair_clients=$fair_clients"
+  echo "source_addrs=254"
   for k in "${!fact[@]}"; do echo "$k=${fact[$k]}"; done
 } > "$results/facts.env"
 python3 loadtest/report.py "$results" > "$out.tmp"
 mv "$out.tmp" "$out"
 log "wrote $out"
 if [[ -n "${BENCH_KEEP:-}" ]]; then
+  mkdir -p "$results/logs" && cp "$work"/*.log "$results/logs/" 2>/dev/null || true
   # The raw results, to re-render the report after editing loadtest/bench-notes.md:
   #   python3 loadtest/report.py "$BENCH_KEEP" > docs/benchmarks.md
   rm -rf "$BENCH_KEEP" && cp -r "$results" "$BENCH_KEEP"

@@ -10,6 +10,9 @@ use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::sockets;
@@ -22,23 +25,33 @@ pub type Ws = WebSocketStream<TcpStream>;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectError(pub String);
 
-/// Opens a WebSocket and waits for ragchat's `ready` frame. `read_buffer` sizes tungstenite's
-/// read buffer (its 128 KiB default would cost gigabytes across tens of thousands of sockets).
+/// Opens a WebSocket (with `Authorization: Bearer` when given a token) and waits for ragchat's
+/// `ready` frame. `read_buffer` sizes tungstenite's read buffer (its 128 KiB default would cost
+/// gigabytes across tens of thousands of sockets).
 pub async fn connect_ws(
     url: &str,
     target: SocketAddr,
     source: Option<IpAddr>,
+    bearer: Option<&str>,
     read_buffer: usize,
     timeout: Duration,
 ) -> Result<Ws, ConnectError> {
     let attempt = async {
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| ConnectError(format!("request: {e}")))?;
+        if let Some(token) = bearer {
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|e| ConnectError(format!("token: {e}")))?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
         let tcp = sockets::connect(target, source)
             .await
             .map_err(|e| ConnectError(format!("tcp: {e}")))?;
         let config = WebSocketConfig::default()
             .read_buffer_size(read_buffer)
             .write_buffer_size(0);
-        let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, tcp, Some(config))
             .await
             .map_err(|e| ConnectError(format!("handshake: {e}")))?;
         loop {
@@ -47,6 +60,10 @@ pub async fn connect_ws(
                     if parse_frame(&t).is_some_and(|f| f.kind == "ready") {
                         return Ok(ws);
                     }
+                }
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    let code = u16::from(frame.code);
+                    return Err(ConnectError(format!("closed {code} before ready")));
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(ConnectError(format!("before ready: {e}"))),

@@ -49,6 +49,8 @@ pub struct Load {
     pub cancel_after_tokens: u64,
     pub questions: Questions,
     pub sources: Sources,
+    /// Bearer tokens, client `i` using token `i % len` (empty: none).
+    pub bearer: Vec<String>,
     pub turn_timeout: Duration,
     /// Direct mode: model name and `max_tokens`.
     pub model: String,
@@ -196,8 +198,9 @@ async fn ws_client(shared: &Shared, id: usize, url: &str, addr: SocketAddr) {
             Some(s) => s,
             None => {
                 let t0 = Instant::now();
-                match client::connect_ws(url, addr, l.sources.pick(id), 16 * 1024, l.turn_timeout)
-                    .await
+                let bearer = (!l.bearer.is_empty()).then(|| l.bearer[id % l.bearer.len()].as_str());
+                let source = l.sources.pick(id);
+                match client::connect_ws(url, addr, source, bearer, 16 * 1024, l.turn_timeout).await
                 {
                     Ok(s) => {
                         let mut st = shared.stats();
@@ -302,7 +305,7 @@ pub async fn idle(load: Idle) -> Report {
             let permit = gate.acquire_owned().await;
             let t0 = Instant::now();
             // A small read buffer: these sockets only ever see pings.
-            let ws = client::connect_ws(&url, addr, source, 4 * 1024, timeout).await;
+            let ws = client::connect_ws(&url, addr, source, None, 4 * 1024, timeout).await;
             drop(permit);
             let mut ws = match ws {
                 Ok(ws) => ws,

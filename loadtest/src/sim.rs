@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 mod embeddings;
+pub mod issuer;
 mod pacing;
 
 use embeddings::embeddings;

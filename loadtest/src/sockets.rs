@@ -44,9 +44,11 @@ pub fn raise_nofile(want: u64) -> u64 {
 pub struct Sources(Vec<IpAddr>);
 
 impl Sources {
-    /// `count` loopback sources when `target` is an IPv4 loopback address, else the kernel's
-    /// choice. `count == 0` picks enough for `sockets` connections.
-    pub fn for_target(target: SocketAddr, sockets: usize, count: usize) -> Self {
+    /// `count` loopback sources (127.0.`net`.1, 127.0.`net`.2, …) when `target` is an IPv4
+    /// loopback address, else the kernel's choice. `count == 0` picks enough for `sockets`
+    /// connections. Different `net`s never share an address: to a server they are different
+    /// clients.
+    pub fn for_target(target: SocketAddr, sockets: usize, count: usize, net: u8) -> Self {
         let loopback_v4 = matches!(target.ip(), IpAddr::V4(ip) if ip.is_loopback());
         if !loopback_v4 {
             return Self(Vec::new());
@@ -59,7 +61,7 @@ impl Sources {
         .min(254);
         Self(
             (1..=count)
-                .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i as u8)))
+                .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, net, i as u8)))
                 .collect(),
         )
     }
@@ -122,12 +124,14 @@ mod tests {
         let target: SocketAddr = "127.0.0.1:8000"
             .parse()
             .unwrap_or(SocketAddr::from(([0; 4], 0)));
-        let s = Sources::for_target(target, 50_000, 0);
+        let s = Sources::for_target(target, 50_000, 0, 0);
         assert_eq!(s.len(), 3);
         assert_eq!(s.pick(0), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))));
         assert_eq!(s.pick(4), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
-        assert_eq!(Sources::for_target(target, 10, 0).len(), 1);
-        assert_eq!(Sources::for_target(target, 10, 5).len(), 5);
+        assert_eq!(Sources::for_target(target, 10, 0, 0).len(), 1);
+        assert_eq!(Sources::for_target(target, 10, 5, 0).len(), 5);
+        let other = Sources::for_target(target, 10, 1, 1);
+        assert_eq!(other.pick(0), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1))));
     }
 
     #[test]
@@ -135,7 +139,7 @@ mod tests {
         let target: SocketAddr = "10.1.2.3:80"
             .parse()
             .unwrap_or(SocketAddr::from(([0; 4], 0)));
-        assert_eq!(Sources::for_target(target, 50_000, 0).pick(0), None);
+        assert_eq!(Sources::for_target(target, 50_000, 0, 0).pick(0), None);
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use clap::Parser;
+use ragchat_loadtest::sim::issuer::Issuer;
 use ragchat_loadtest::sim::{Fault, Sim, SimConfig};
 use ragchat_loadtest::sockets;
 
@@ -99,18 +100,19 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.addr))?;
     let addr = listener.local_addr()?;
     {
-        let line =
-            serde_json::json!({"addr": addr.to_string(), "url": format!("http://{addr}/v1")});
+        let line = serde_json::json!({"addr": addr.to_string(), "url": format!("http://{addr}/v1"), "issuer": format!("http://{addr}")});
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}")?;
         out.flush()?;
     }
+    let issuer = Issuer::new(format!("http://{addr}"))?;
+    let router = Sim::new(config).router().merge(issuer.router());
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
     // No graceful drain: a stalled stream would hold it for an hour. Stop at once.
     tokio::select! {
-        r = axum::serve(listener, Sim::new(config).router()).into_future() => r?,
+        r = axum::serve(listener, router).into_future() => r?,
         () = shutdown() => {}
     }
     Ok(())

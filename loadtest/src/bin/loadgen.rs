@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use futures::{StreamExt as _, TryStreamExt as _};
+use ragchat_loadtest::flood::{self, Flood, FloodReport};
 use ragchat_loadtest::questions::Questions;
 use ragchat_loadtest::run::{self, Idle, Load, Target};
 use ragchat_loadtest::sockets::{self, Sources};
@@ -14,7 +16,8 @@ use ragchat_loadtest::stats::Report;
 
 /// Ramps concurrent clients that ask questions over ragchat's WebSocket (or straight at an
 /// OpenAI-compatible endpoint with --direct) and reports time to first token, inter-token gaps,
-/// total time, answer size and errors as percentiles; or holds idle sockets (--idle).
+/// total time, answer size and errors as percentiles; or holds idle sockets (--idle); or floods
+/// asks from one principal (--flood).
 #[derive(Parser, Debug)]
 #[command(name = "loadgen", version)]
 struct Args {
@@ -74,6 +77,22 @@ struct Args {
     /// the socket count. Ignored for non-loopback targets.
     #[arg(long, default_value_t = 0)]
     source_addrs: usize,
+    /// Third octet of the loopback source addresses (127.0.NET.1…): runs with different nets
+    /// look like different clients to the server.
+    #[arg(long, default_value_t = 0)]
+    source_net: u8,
+    /// Authenticate with bearer tokens minted by this URL (`GET URL?sub=…`, e.g. llm-sim's
+    /// test issuer at http://127.0.0.1:PORT/token): one subject per client, or one for all
+    /// of a flood's sockets.
+    #[arg(long)]
+    token_url: Option<String>,
+    /// Subject of the minted tokens (clients get SUB-0, SUB-1, …; a flood gets SUB).
+    #[arg(long, default_value = "loadgen")]
+    token_sub: String,
+    /// Flood: send this many asks per second in total over --clients sockets for
+    /// --duration-secs, whatever the answers, and count the replies.
+    #[arg(long)]
+    flood: Option<f64>,
     /// Name of the run in the report.
     #[arg(long, default_value = "loadgen")]
     label: String,
@@ -98,14 +117,65 @@ fn main() -> anyhow::Result<()> {
     if let Some(n) = args.threads {
         runtime.worker_threads(n.max(1));
     }
-    let report = runtime.build()?.block_on(drive(&args))?;
-    let mut out = std::io::stdout().lock();
-    write!(out, "{}", report.table())?;
+    let runtime = runtime.build()?;
+    let (table, json) = if let Some(rate) = args.flood {
+        let report = runtime.block_on(flood(&args, rate))?;
+        (report.table(), serde_json::to_string_pretty(&report)?)
+    } else {
+        let report = runtime.block_on(drive(&args))?;
+        (report.table(), serde_json::to_string_pretty(&report)?)
+    };
+    write!(std::io::stdout().lock(), "{table}")?;
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Bearer tokens for `subjects` from --token-url (none without it), fetched before the load.
+async fn tokens(args: &Args, subjects: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let Some(url) = &args.token_url else {
+        return Ok(Vec::new());
+    };
+    let http = reqwest::Client::new();
+    futures::stream::iter(subjects)
+        .map(|sub| {
+            let http = http.clone();
+            async move {
+                let response = http
+                    .get(url)
+                    .query(&[("sub", &sub)])
+                    .send()
+                    .await
+                    .and_then(reqwest::Response::error_for_status)
+                    .with_context(|| format!("minting a token at {url}"))?;
+                Ok(response.text().await?)
+            }
+        })
+        .buffered(16)
+        .try_collect()
+        .await
+}
+
+async fn flood(args: &Args, rate: f64) -> anyhow::Result<FloodReport> {
+    if !(rate.is_finite() && rate > 0.0) {
+        anyhow::bail!("--flood must be a positive rate");
+    }
+    sockets::raise_nofile(args.clients as u64 + 4096);
+    let addr = sockets::resolve(&args.url).await?;
+    let bearer = tokens(args, vec![args.token_sub.clone()]).await?.pop();
+    Ok(flood::flood(Flood {
+        label: args.label.clone(),
+        url: args.url.clone(),
+        addr,
+        sockets: args.clients,
+        rate,
+        duration: secs(args.duration_secs.unwrap_or(10.0)),
+        sources: Sources::for_target(addr, args.clients, 1, args.source_net),
+        bearer,
+        connect_timeout: Duration::from_secs(args.timeout_secs.max(1)),
+    })
+    .await)
 }
 
 fn secs(s: f64) -> Duration {
@@ -123,7 +193,7 @@ async fn drive(args: &Args) -> anyhow::Result<Report> {
     let timeout = Duration::from_secs(args.timeout_secs.max(1));
     if let Some(n) = args.idle {
         let addr = sockets::resolve(&args.url).await?;
-        let sources = Sources::for_target(addr, n, args.source_addrs);
+        let sources = Sources::for_target(addr, n, args.source_addrs, args.source_net);
         if !args.quiet {
             eprintln!(
                 "holding {n} idle sockets on {} from {} source address(es)",
@@ -153,11 +223,12 @@ async fn drive(args: &Args) -> anyhow::Result<Report> {
     let (target, sources) = match &args.direct {
         Some(base) => (
             Target::Direct { base: base.clone() },
-            Sources::for_target(sockets::resolve(base).await?, 0, 1),
+            Sources::for_target(sockets::resolve(base).await?, 0, 1, 0),
         ),
         None => {
             let addr = sockets::resolve(&args.url).await?;
-            let sources = Sources::for_target(addr, args.clients, args.source_addrs);
+            let sources =
+                Sources::for_target(addr, args.clients, args.source_addrs, args.source_net);
             (
                 Target::Ws {
                     url: args.url.clone(),
@@ -166,6 +237,13 @@ async fn drive(args: &Args) -> anyhow::Result<Report> {
                 sources,
             )
         }
+    };
+    let subjects = (0..args.clients.max(1))
+        .map(|i| format!("{}-{i}", args.token_sub))
+        .collect();
+    let bearer = match args.direct {
+        Some(_) => Vec::new(),
+        None => tokens(args, subjects).await?,
     };
     let turns_per_client = match (args.turns_per_client, args.duration_secs) {
         (None, None) => Some(1),
@@ -184,6 +262,7 @@ async fn drive(args: &Args) -> anyhow::Result<Report> {
         cancel_after_tokens: args.cancel_after_tokens.max(1),
         questions,
         sources,
+        bearer,
         turn_timeout: timeout,
         model: args.model.clone(),
         max_tokens: Some(args.max_tokens),
