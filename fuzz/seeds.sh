@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Seeds the fuzz corpus with the protocol's own examples (docs/protocol.md's JSON frames).
+# Seeds a client_frame fuzz corpus (default fuzz/corpus/client_frame) with the protocol's own
+# examples: docs/protocol.md's JSON frames, and an ask with every field.
+# usage: fuzz/seeds.sh [CORPUS_DIR]
 set -euo pipefail
+corpus="$(realpath -m "${1:-$(dirname "$0")/corpus/client_frame}")"
 cd "$(dirname "$0")/.."
-corpus=fuzz/corpus/client_frame
 mkdir -p "$corpus"
 i=0
 python3 - docs/protocol.md <<'PY' | while IFS= read -r line; do printf '%s' "$line" > "$corpus/seed-$i.json"; i=$((i + 1)); done

@@ -13,8 +13,9 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::turn::FinishReason;
 
-#[cfg(test)]
-pub(crate) mod fakes;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fakes;
 mod generate;
 mod history;
 pub mod prompt;

@@ -200,6 +200,29 @@ async fn an_ask_reusing_the_running_turns_id_is_busy_without_ending_that_turn() 
     assert_eq!(finish, ("first".into(), FinishReason::Stop));
 }
 
+/// Found by `make fuzz` (session target): an ask followed at once by a frame over the limit. The
+/// turn is cancelled before it retrieved anything, so it ends with a `done` that no `sources`
+/// preceded; it must still end, be recorded, and come before the 1009 close.
+#[tokio::test(start_paused = true)]
+async fn a_turn_cut_short_by_an_oversized_frame_still_ends_and_is_recorded() {
+    let app = fakes::app(FakeLlm::new(tokens(3, Duration::from_secs(1))), &[]);
+    let mut client = connect(&app, 64);
+    client.frame().await;
+    client.send(json!({"type":"ask","question":"*","turn_id":"cut"}));
+    client
+        .to_server
+        .unbounded_send(Incoming::TooLarge)
+        .expect("send");
+    let end = done(&client.frame().await).clone();
+    assert_eq!(
+        (end.turn_id.as_str(), end.finish_reason),
+        ("cut", FinishReason::Cancelled)
+    );
+    assert_eq!(client.close().await, (CLOSE_TOO_BIG, "frame too large"));
+    client.ended().await;
+    assert_eq!(recorded(app, "cut").await.status, TurnStatus::Cancelled);
+}
+
 #[tokio::test(start_paused = true)]
 async fn cancel_ends_the_turn_with_its_partial_answer_and_lets_the_upstream_go() {
     let llm = FakeLlm::new(tokens(100, Duration::from_millis(100)));
