@@ -13,12 +13,18 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     match parse_client_frame(&text) {
         Err(e) => {
-            assert!(matches!(e.code, ErrorCode::BadRequest | ErrorCode::Unsupported));
+            assert!(matches!(
+                e.code,
+                ErrorCode::BadRequest | ErrorCode::Unsupported
+            ));
             assert!(e.message.len() < 2048);
         }
         Ok(ClientFrame::Ask(ask)) => {
             let round = serde_json::to_string(&ClientFrame::Ask(ask.clone())).expect("serialises");
-            assert_eq!(parse_client_frame(&round).expect("round trip"), ClientFrame::Ask(ask.clone()));
+            assert_eq!(
+                parse_client_frame(&round).expect("round trip"),
+                ClientFrame::Ask(ask.clone())
+            );
             let limits = limits();
             for principal in [Principal::anonymous(), Principal::new("key", "fuzz")] {
                 match TurnRequest::from_ask(ask.clone(), &limits, "socket", principal, 1_000) {
@@ -26,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
                         assert!(!request.question.trim().is_empty());
                         assert!(request.question.chars().count() <= limits.max_question_chars);
                     }
-                    Err((_, e)) => assert!(matches!(e.code, ErrorCode::BadRequest | ErrorCode::TooLarge)),
+                    Err((_, e)) => assert!(matches!(
+                        e.code,
+                        ErrorCode::BadRequest | ErrorCode::TooLarge
+                    )),
                 }
             }
         }

@@ -62,9 +62,8 @@ async fn drive(needs_key: bool, events: Vec<(u8, String)>) {
     let (outgoing, mut from_server) = mpsc::channel(4096);
     let state = app.state.clone();
     let peer = Peer::at("127.0.0.1".parse().expect("ip"));
-    let session = tokio::spawn(async move {
-        session::run(state, peer, incoming, outgoing).await.code
-    });
+    let session =
+        tokio::spawn(async move { session::run(state, peer, incoming, outgoing).await.code });
     for (i, (kind, text)) in events.into_iter().enumerate() {
         match event(i, kind, text) {
             Ok(frame) => {
@@ -101,7 +100,11 @@ async fn drive(needs_key: bool, events: Vec<(u8, String)>) {
                 open = Some(s.turn_id);
             }
             ServerFrame::Token(t) => {
-                assert_eq!(open.as_deref(), Some(t.turn_id.as_str()), "tokens of the open turn only");
+                assert_eq!(
+                    open.as_deref(),
+                    Some(t.turn_id.as_str()),
+                    "tokens of the open turn only"
+                );
             }
             ServerFrame::Done(d) => {
                 // A turn cancelled before it retrieved (an ask then at once a cancel, or a frame
