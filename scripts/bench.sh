@@ -224,7 +224,7 @@ if section fair; then
   wait "$flood_pid" || true
   cat "$results/flood.txt" >&2
   # What the operator sees: the refusal counters of /health, and how much the flood logged.
-  token="$(curl -fs "$issuer_url/token?sub=operator")"
+  token="$(curl -fs "$issuer_url/token?sub=operator" || true)"
   curl -fs -H "Authorization: Bearer $token" "http://127.0.0.1:$ragchat_port/health" > "$results/fair-health.json" || true
   echo "$(wc -l < "$work/fair.log") $(wc -c < "$work/fair.log") $(grep -c '"refused"' "$work/fair.log" || true)" \
     > "$results/fair-log.counts"
