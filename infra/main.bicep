@@ -79,6 +79,12 @@ param secretExpiry int = dateTimeToEpoch(dateTimeAdd(utcNow(), 'P1Y'))
 @description('Container image to run before the first pipeline deployment replaces it.')
 param initialImage string = 'mcr.microsoft.com/appsvc/staticsite:latest'
 
+@description('E-mail address for the alerts on day one (empty: they show in the portal only).')
+param alertEmail string = ''
+
+@description('Alert when the p99 time to first token over 15 minutes exceeds this many milliseconds.')
+param ttftAlertMs int = 5000
+
 var suffix = uniqueString(resourceGroup().id)
 var names = {
   logs: '${namePrefix}-logs-${suffix}'
@@ -417,6 +423,104 @@ resource cosmosWriter 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@
 }]
 
 @description('Public URL of the app (the WebSocket is at wss://HOST/ws).')
+// Alerts on the Application Insights data ragchat sends (docs/observability.md): each turn is a
+// request named chat.turn (failed = an error frame), the model call an llm.stream dependency
+// carrying ttft_ms.
+resource alertGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (!empty(alertEmail)) {
+  name: '${namePrefix}-alerts-${suffix}'
+  location: 'global'
+  properties: {
+    groupShortName: take(namePrefix, 12)
+    enabled: true
+    emailReceivers: [
+      { name: 'operator', emailAddress: alertEmail, useCommonAlertSchema: true }
+    ]
+  }
+}
+
+var alertActions = empty(alertEmail) ? [] : [ alertGroup.id ]
+
+resource failedTurnsAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: '${namePrefix}-failed-turns-${suffix}'
+  location: location
+  properties: {
+    displayName: 'ragchat: more than 5 % of turns fail'
+    description: 'Turns ending with an error frame; customDimensions.error_code says which.'
+    severity: 2
+    enabled: true
+    scopes: [ insights.id ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: 'requests | where name == "chat.turn" | summarize total = count(), failed = countif(success == false) | where total >= 20 | extend failed_pct = 100.0 * failed / total'
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: 'failed_pct'
+          operator: 'GreaterThan'
+          threshold: 5
+          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+        }
+      ]
+    }
+    actions: { actionGroups: alertActions }
+  }
+}
+
+resource ttftAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: '${namePrefix}-ttft-${suffix}'
+  location: location
+  properties: {
+    displayName: 'ragchat: p99 time to first token is high'
+    description: 'From the llm.stream dependency of each turn (ttft_ms: from the ask to the first token).'
+    severity: 3
+    enabled: true
+    scopes: [ insights.id ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: 'dependencies | where name == "llm.stream" | extend ttft_ms = todouble(customDimensions.ttft_ms) | where isnotnull(ttft_ms) | summarize p99_ttft_ms = percentile(ttft_ms, 99)'
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: 'p99_ttft_ms'
+          operator: 'GreaterThan'
+          threshold: ttftAlertMs
+          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+        }
+      ]
+    }
+    actions: { actionGroups: alertActions }
+  }
+}
+
+resource spoolAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: '${namePrefix}-spool-${suffix}'
+  location: location
+  properties: {
+    displayName: 'ragchat: turn records waiting in a replica spool'
+    description: 'The record store has not taken records; they wait on the replica disk (/home/data).'
+    severity: 2
+    enabled: true
+    scopes: [ insights.id ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: 'customMetrics | where name == "ragchat.record.spool.depth" | summarize spooled = max(valueMax)'
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: 'spooled'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: { numberOfEvaluationPeriods: 2, minFailingPeriodsToAlert: 2 }
+        }
+      ]
+    }
+    actions: { actionGroups: alertActions }
+  }
+}
+
 output appUrl string = 'https://${app.properties.defaultHostName}'
 
 @description('Web app name.')

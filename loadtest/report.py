@@ -90,6 +90,8 @@ def stream_row(n, name):
 
 rows = [row for row in (stream_row(n, f"ragchat-{n}") for n in levels) if row]
 auth_rows = [row for row in (stream_row(n, f"auth-{n}") for n in levels) if row]
+tele_rows = [(label, row) for label in ("tele-100", "tele-1")
+             for row in (stream_row(n, f"{label}-{n}") for n in levels) if row]
 best = max((row["n"] for row in rows if row["ok"]), default=None)
 first_fail = next((row for row in rows if not row["ok"]), None)
 at1000 = next((row for row in rows if row["n"] == 1000), None)
@@ -244,6 +246,28 @@ if auth_rows:
     w("*· JWT*: the same level through a second ragchat with `RAGCHAT_AUTH=jwt`, each client "
       "presenting its own ES256 token (subject `loadgen-i`) from the simulator's test issuer in the "
       "upgrade's `Authorization` header; compared with the same direct run.")
+    w("")
+if tele_rows:
+    w("### With telemetry exported")
+    w("")
+    w("The same level through ragchat exporting traces, metrics and logs over OTLP/HTTP to a real "
+      "collector (rotel, discarding what it receives), with `/metrics` scraped every second, "
+      "against the row above (same build: nothing exported or scraped, spans not recorded).")
+    w("")
+    w("| streams | telemetry | tokens/s | ttft excl. embed+retrieve p50/p99 | gap p50/p99/max | added p99 gap | ragchat CPU | vs. not exported | errors / lost |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    def cpu_frac(row):
+        return row["cpu_s"][0] / max(row["cpu_s"][1], 1) if row["cpu_s"] is not None else None
+    for label, row in tele_rows:
+        r = row["r"]
+        base = next((b for b in rows if b["n"] == row["n"]), None)
+        c, cb = cpu_frac(row), cpu_frac(base) if base else None
+        rise = f"{100 * (c - cb) / cb:+.0f} %" if c is not None and cb else "–"
+        sampling = "100 % of turns" if label == "tele-100" else "1 % of turns"
+        errs = ", ".join(f"{k} {v}" for k, v in r.get("errors", {}).items()) or "0"
+        w(f"| {row['n']:,} | OTLP, sampling {sampling} | {num(r.get('tokens_per_sec'), 0)} | "
+          f"{pp(r, 'ttft_excl_embed_retrieve_ms')} | {pp(r, 'inter_token_ms', ('p50', 'p99', 'max'))} | "
+          f"{num(row['added_gap'])} | {f'{100 * c:.0f} %' if c is not None else '–'} | {rise} | {errs} / {row['lost']} |")
     w("")
 w("*ragchat CPU* is its user+system time over the whole loadgen run (ramp and tail included) "
   "divided by its wall time, so 100 % = one core; the machine has " + F.get("nproc", "?") + ", shared with the simulator and the load generator.")

@@ -13,7 +13,8 @@
 #   BENCH_OUT=docs/benchmarks.md
 #   BENCH_AUTH_STREAMS=1000                  streams of the JWT-authenticated row ("" skips it)
 #   BENCH_FAIR_CLIENTS=200 BENCH_FLOOD_RATE=500   fairness: well-behaved clients beside one flood
-#   BENCH_SECTIONS="streams auth fair idle index local"   which sections run
+#   BENCH_TELEMETRY_STREAMS=1000             streams of the telemetry rows ("" skips them)
+#   BENCH_SECTIONS="streams auth telemetry fair idle index local"   which sections run
 #   BENCH_SKIP_BUILD=1                       reuse the release binaries already built
 #   BENCH_RAGCHAT_BIN=path                   measure another ragchat binary (e.g. an older commit)
 #   BENCH_KEEP=dir                           keep the raw results there (to re-render the report)
@@ -41,7 +42,8 @@ model_dir="${RAGCHAT_EMBED_MODEL_DIR:-$HOME/.cache/ragchat/models/all-MiniLM-L6-
 auth_streams="${BENCH_AUTH_STREAMS-1000}"
 fair_clients="${BENCH_FAIR_CLIENTS:-200}"
 flood_rate="${BENCH_FLOOD_RATE:-500}"
-sections=" ${BENCH_SECTIONS:-streams auth fair idle index local} "
+tele_streams="${BENCH_TELEMETRY_STREAMS-1000}"
+sections=" ${BENCH_SECTIONS:-streams auth telemetry fair idle index local} "
 section() { [[ "$sections" == *" $1 "* ]]; }
 
 build_cmd=(cargo build --release --locked -p ragchat -p ragchat-loadtest)
@@ -202,6 +204,38 @@ if section auth && [[ -n "$auth_streams" ]]; then
     through_ragchat "auth-$n" "$n" "${spread[@]}" --token-url "$issuer_url/token"
   done
   stop_ragchat
+fi
+
+# --- 1b'. the same streams with telemetry exported --------------------------------------------
+# Traces, metrics and logs to a real OTLP collector (rotel, discarding what it receives), sampling
+# every turn and then 1 %, while /metrics is scraped every second as Prometheus would; compared
+# with the streams section's row (the same build, nothing exported, nothing scraped).
+if section telemetry && [[ -n "$tele_streams" ]]; then
+  rotel_bin="$(scripts/rotel.sh)"
+  otlp_port="$(scripts/free-port.sh)"
+  "$rotel_bin" start --otlp-http-endpoint "127.0.0.1:$otlp_port" \
+    --otlp-grpc-endpoint "127.0.0.1:$(scripts/free-port.sh)" --exporter blackhole \
+    > "$work/rotel.log" 2>&1 &
+  rotel_pid=$!
+  pids+=("$rotel_pid")
+  for ratio in 1.0 0.01; do
+    label="tele-$(python3 -c "print(int(float('$ratio') * 100))")"
+    start_ragchat "$label" $(sim_env "$work/data-sim") OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$otlp_port" \
+      OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG="$ratio" OTEL_METRIC_EXPORT_INTERVAL=10000
+    ( while kill -0 "$ragchat_pid" 2>/dev/null; do
+        curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$ragchat_port/metrics" || true; sleep 1
+      done ) &
+    scraper=$!
+    sleep 1
+    for n in $tele_streams; do
+      log "streams $n: through ragchat, telemetry exported (sampling $ratio)"
+      through_ragchat "$label-$n" "$n" "${spread[@]}"
+    done
+    curl -s "http://127.0.0.1:$ragchat_port/metrics" > "$results/$label-metrics.txt" || true
+    stop_ragchat
+    wait "$scraper" 2>/dev/null || true
+  done
+  stop_pid "$rotel_pid"
 fi
 
 # --- 1c. fairness: well-behaved clients beside one flooding principal -------------------------

@@ -62,6 +62,17 @@ export RAGCHAT_TEST_COSMOS_PYTHON="$cosmos_venv/bin/python"
 export AZURE_COSMOS_EMULATOR_SERVER_CERT_VALIDATION_DISABLED=true
 export AZURE_COSMOS_CONNECTION_POOL_IS_HTTP2_ALLOWED=false
 export AZURE_COSMOS_BINARY_ENCODING_ENABLED=false
+echo "== Prometheus (Debian package) and an OTLP collector (rotel, PyPI) for the observability tests"
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  if [[ "$(id -u)" == 0 ]]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+  else
+    echo "prometheus is not installed: sudo apt-get install prometheus" >&2
+    exit 1
+  fi
+fi
+RAGCHAT_TEST_ROTEL="$(scripts/rotel.sh)"
+export RAGCHAT_TEST_ROTEL
 export RAGCHAT_EMBED_MODEL_DIR="${RAGCHAT_EMBED_MODEL_DIR:-${RAGCHAT_CACHE:-$HOME/.cache/ragchat}/models/all-MiniLM-L6-v2}"
 # What the tests say must not be missed (a skipped half) goes to a file printed after them.
 notices="$(mktemp -t ragchat-notices.XXXXXX)"

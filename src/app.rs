@@ -21,6 +21,7 @@ use crate::state::AppState;
 use crate::store::{
     CosmosStore, RecordStore, Recorder, RecorderTask, RetryPolicy, Spool, SqliteStore,
 };
+use crate::telemetry::{MetricExporters, Metrics};
 
 /// The state plus the background tasks it owns.
 pub struct App {
@@ -204,14 +205,20 @@ impl Backends {
 
 impl App {
     /// Opens every backend named by `config`. Fails with a message naming what is wrong.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    /// `exporters` push its metrics (OTLP, Application Insights) besides `/metrics`.
+    pub async fn build(config: Config, exporters: MetricExporters) -> anyhow::Result<Self> {
         let backends = Backends::open(&config).await?;
-        Self::with_backends(config, backends)
+        let metrics = Metrics::new(&config.telemetry, &config.instance, exporters)?;
+        Self::assemble(config, backends, metrics)
     }
 
-    /// Assembles the app from opened backends and starts the record writer, which first
-    /// replays whatever an earlier run left in the spool.
+    /// Assembles the app from opened backends (metrics on `/metrics` only) and starts the
+    /// record writer, which first replays whatever an earlier run left in the spool.
     pub fn with_backends(config: Config, backends: Backends) -> anyhow::Result<Self> {
+        Self::assemble(config, backends, Metrics::local())
+    }
+
+    fn assemble(config: Config, backends: Backends, metrics: Metrics) -> anyhow::Result<Self> {
         let dir = &config.store.spool_dir;
         let spool = Spool::open(dir, &config.instance, config.store.spool_max_bytes).with_context(
             || {
@@ -226,6 +233,7 @@ impl App {
             Arc::new(spool),
             config.store.queue,
             RetryPolicy::from_config(&config.store),
+            metrics.record_latency(),
         );
         let index = Arc::clone(&backends.index);
         let health = Health::new(
@@ -235,21 +243,24 @@ impl App {
             Arc::clone(&backends.store),
         );
         let limits = Limits::new(config.limits.clone(), open_files());
+        let state = AppState {
+            auth: Arc::new(Authenticator::new(&config.auth)),
+            limits: Arc::new(limits),
+            refusals: Arc::new(Refusals::default()),
+            config: Arc::new(config),
+            embedder: backends.embedder,
+            index,
+            llm: backends.llm,
+            store: backends.store,
+            recorder,
+            health: Arc::new(health),
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            metrics: Arc::new(metrics),
+        };
+        observe(&state);
         Ok(Self {
-            state: AppState {
-                auth: Arc::new(Authenticator::new(&config.auth)),
-                limits: Arc::new(limits),
-                refusals: Arc::new(Refusals::default()),
-                config: Arc::new(config),
-                embedder: backends.embedder,
-                index,
-                llm: backends.llm,
-                store: backends.store,
-                recorder,
-                health: Arc::new(health),
-                shutdown: CancellationToken::new(),
-                sessions: TaskTracker::new(),
-            },
+            state,
             writer: backends.index,
             recorder_task,
         })
@@ -401,6 +412,110 @@ async fn drain(state: &AppState, seed: Option<JoinHandle<()>>, recorder: Recorde
         tracing::error!(error = %e, "the seed ingest task failed");
     }
     recorder.finish().await;
+    // A last push of the metrics, bounded; off the runtime (the readers' threads are joined).
+    let metrics = Arc::clone(&state.metrics);
+    if let Err(e) = tokio::task::spawn_blocking(move || metrics.shutdown()).await {
+        tracing::warn!(error = %e, "metrics shutdown failed");
+    }
+}
+
+/// What the metrics read at collection time: sockets and turns, the record path, readiness,
+/// the seed ingest, refusals. The closures hold the parts, not the state.
+fn observe(state: &AppState) {
+    use opentelemetry::KeyValue;
+    let m = &state.metrics;
+    let limits = Arc::clone(&state.limits);
+    m.gauge(
+        "ragchat.sessions.open",
+        "{session}",
+        "Open WebSocket sessions",
+        move || vec![(limits.open_sockets() as u64, Vec::new())],
+    );
+    let limits = Arc::clone(&state.limits);
+    m.gauge(
+        "ragchat.turns.running",
+        "{turn}",
+        "Turns streaming now",
+        move || vec![(limits.running_turns() as u64, Vec::new())],
+    );
+    let recorder = state.recorder.clone();
+    m.gauge(
+        "ragchat.record.queue.depth",
+        "{record}",
+        "Records waiting in the in-memory queue",
+        move || vec![(recorder.status().queued as u64, Vec::new())],
+    );
+    let recorder = state.recorder.clone();
+    m.gauge(
+        "ragchat.record.spool.depth",
+        "{record}",
+        "Records waiting in the on-disk spool",
+        move || vec![(recorder.status().spooled, Vec::new())],
+    );
+    let recorder = state.recorder.clone();
+    m.counter(
+        "ragchat.records",
+        "{record}",
+        "Record path events: written, retried (store calls), spooled, replayed, rejected, \
+         logged_only",
+        move || {
+            let s = recorder.status();
+            [
+                ("written", s.written),
+                ("retried", s.retried),
+                ("spooled", recorder.spooled_total()),
+                ("replayed", s.replayed),
+                ("rejected", s.rejected),
+                ("logged_only", s.logged_only),
+            ]
+            .into_iter()
+            .map(|(event, n)| (n, vec![KeyValue::new("event", event)]))
+            .collect()
+        },
+    );
+    let health = Arc::clone(&state.health);
+    m.gauge(
+        "ragchat.component.up",
+        "",
+        "1 when a backend answers (the record store: also when degraded), by component",
+        move || {
+            let Some(report) = health.last_report() else {
+                return Vec::new();
+            };
+            [
+                ("index", &report.index),
+                ("embedder", &report.embedder),
+                ("llm", &report.llm),
+                ("store", &report.store),
+            ]
+            .into_iter()
+            .map(|(name, c)| {
+                let up = c.status != crate::health::ComponentStatus::Down;
+                (u64::from(up), vec![KeyValue::new("component", name)])
+            })
+            .collect()
+        },
+    );
+    let health = Arc::clone(&state.health);
+    m.gauge(
+        "ragchat.ingest.seeding",
+        "",
+        "1 while the seed ingest (RAGCHAT_INGEST_ON_START) runs",
+        move || vec![(u64::from(health.seeding().is_some()), Vec::new())],
+    );
+    let refusals = Arc::clone(&state.refusals);
+    m.counter(
+        "ragchat.refusals",
+        "{refusal}",
+        "Refused connections and asks, by kind",
+        move || {
+            refusals
+                .counts()
+                .into_iter()
+                .map(|(kind, n)| (n, vec![KeyValue::new("kind", kind)]))
+                .collect()
+        },
+    );
 }
 
 /// Raises the open-file soft limit to the hard one (every socket is a file; the default soft

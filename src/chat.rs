@@ -99,6 +99,8 @@ pub async fn run_turn(
     let mut watch = Watch::new(&cancel);
     let history = std::mem::take(&mut request.history);
     let mut outcome = TurnOutcome::new(TurnSummary::from(&request), request.stream);
+    let span = tracing::Span::current();
+    outcome.trace_id = crate::telemetry::trace_id(&span);
     match retrieve::retrieve(state, &request, history, &mut watch).await {
         Err(ending) => outcome.ending = ending,
         Ok(retrieved) => {
@@ -131,6 +133,8 @@ pub async fn run_turn(
     // not stop the record.
     let _ = out.emit(TurnEvent::Final(&outcome.frame())).await;
     outcome.log();
+    outcome.annotate(&span);
+    state.metrics.turn_ended(&outcome.metrics());
     let spent = outcome
         .usage
         .completion_tokens

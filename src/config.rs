@@ -14,6 +14,7 @@ mod limits;
 mod llm;
 mod server;
 mod store;
+mod telemetry;
 
 use std::path::PathBuf;
 
@@ -30,6 +31,7 @@ pub use limits::{LimitsArgs, LimitsConfig};
 pub use llm::{LlmArgs, LlmBackend, LlmConfig, LlmProvider};
 pub use server::ServerConfig;
 pub use store::{CosmosSettings, StoreArgs, StoreBackend, StoreConfig, StoreKind};
+pub use telemetry::{OtlpSignals, SignalExporter, TelemetryArgs, TelemetryConfig};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,6 +81,8 @@ pub struct ConfigArgs {
     pub llm: LlmArgs,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
 }
 
 /// The validated configuration: what every part of the service reads.
@@ -106,6 +110,8 @@ pub struct Config {
     pub llm: LlmConfig,
     /// The record store and the record path.
     pub store: StoreConfig,
+    /// Where traces, metrics and logs go.
+    pub telemetry: TelemetryConfig,
 }
 
 /// A setting that cannot work, named by its environment variable.
@@ -139,6 +145,7 @@ impl ConfigArgs {
         let index = self.index.validate(&self.data_dir)?;
         let llm = self.llm.validate()?;
         let embed = self.embed.validate()?;
+        let telemetry = self.telemetry.validate()?;
         Ok(Config {
             instance: instance_name(self.instance_id.as_deref()),
             data_dir: self.data_dir,
@@ -151,12 +158,13 @@ impl ConfigArgs {
             embed,
             llm,
             store,
+            telemetry,
         })
     }
 }
 
 /// `WEBSITE_INSTANCE_ID` when set, else the host name, else `local`.
-fn instance_name(given: Option<&str>) -> String {
+pub fn instance_name(given: Option<&str>) -> String {
     given
         .map(str::to_owned)
         .filter(|s| !s.trim().is_empty())

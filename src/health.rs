@@ -82,6 +82,8 @@ pub struct Health {
     last: Mutex<Option<(Instant, Arc<Report>)>>,
     /// Why the seed ingest (`RAGCHAT_INGEST_ON_START`) has not finished, while it has not.
     seeding: std::sync::Mutex<Option<String>>,
+    /// The last report, for readers that cannot wait (the metrics' collection).
+    published: std::sync::Mutex<Option<Arc<Report>>>,
 }
 
 async fn probe<E: std::fmt::Display>(
@@ -153,6 +155,7 @@ impl Health {
             store,
             last: Mutex::new(None),
             seeding: std::sync::Mutex::new(None),
+            published: std::sync::Mutex::new(None),
         }
     }
 
@@ -214,6 +217,15 @@ impl Health {
         });
         log_changes(last.as_ref().map(|(_, r)| r.as_ref()), &report);
         *last = Some((Instant::now(), Arc::clone(&report)));
+        *self.published.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&report));
         report
+    }
+
+    /// The last report made, without probing (none before the first probe).
+    pub fn last_report(&self) -> Option<Arc<Report>> {
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }

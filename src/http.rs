@@ -1,9 +1,9 @@
-//! HTTP: the public router (test page, `/ws`, health endpoints), the operators' router
-//! (`/health` details), their security headers, and the accept loop both are served by.
+//! HTTP: the public router (test page, `/ws`, health endpoints, `/metrics`), the operators' router
+//! (`/health` details, `/metrics`), their security headers, and the accept loop both are served by.
 
-use axum::Router;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::get;
+use axum::{Router, middleware};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
@@ -12,6 +12,7 @@ use crate::state::AppState;
 pub mod client;
 pub mod health;
 pub mod listener;
+pub mod metrics;
 pub mod page;
 pub mod ws;
 
@@ -30,6 +31,11 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health", get(health::details_public))
+        .route("/metrics", get(metrics::metrics_public))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::timed,
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(headers(header::CONTENT_SECURITY_POLICY, CSP))
         .layer(headers(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
@@ -38,13 +44,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// What operators reach on `RAGCHAT_OPERATOR_ADDR`: the health details, unauthenticated (the
-/// address is private).
+/// What operators reach on `RAGCHAT_OPERATOR_ADDR`: the health details and the metrics,
+/// unauthenticated (the address is private).
 pub fn operator_router(state: AppState) -> Router {
     Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health", get(health::details))
+        .route("/metrics", get(metrics::metrics))
         .layer(headers(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .with_state(state)
 }

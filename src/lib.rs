@@ -10,6 +10,8 @@
 //!   and the record.
 //! - [`config`]: typed configuration from env vars and flags, parsed and validated once; each
 //!   backend's settings typed.
+//! - [`telemetry`]: logs (JSON lines with trace ids), spans bridged to OpenTelemetry, W3C trace
+//!   context in and out, the exporters, and the metrics behind `/metrics`.
 //! - [`embed`]: the `Embedder` trait; in-process MiniLM (candle) and OpenAI-compatible backends.
 //! - [`retrieval`]: the `VectorIndex` trait (and the writer and transfer traits beside it); the
 //!   embedded Qdrant Edge and Qdrant server backends; export/import.
@@ -23,13 +25,12 @@
 //! - [`state`]: `AppState`, what every request and turn may use.
 //! - [`chat`]: one turn (retrieve → prompt → generate → outcome), the wire protocol and the
 //!   per-socket session.
-//! - [`http`]: the routers (test page, `/ws` upgrade, health endpoints), their security
+//! - [`http`]: the routers (test page, `/ws` upgrade, health endpoints, `/metrics`), their security
 //!   headers, the client's address and origin checks, and the accept loop.
 //! - [`ingest`]: load files, split them into chunks, embed and upsert them.
 //! - [`eval`]: labelled questions scored as recall@k and MRR against the configured index.
 //! - [`app`]: the one place where backends are chosen from config; `serve` with graceful
 //!   shutdown and the seed ingest.
-//! - [`telemetry`]: the tracing subscriber (JSON logs).
 
 pub mod app;
 pub mod auth;

@@ -15,9 +15,10 @@ use clap::{Parser, Subcommand};
 use ragchat::app::{self, App};
 use ragchat::chat::protocol::ServerFrame;
 use ragchat::chat::{OutputGone, TurnEvent, TurnOutput, TurnRequest, run_turn};
-use ragchat::config::{Config, ConfigArgs, RetrievalMode};
+use ragchat::config::{Config, ConfigArgs, RetrievalMode, TelemetryConfig};
 use ragchat::embed::Embedder;
 use ragchat::retrieval::IndexTransfer;
+use ragchat::telemetry::MetricExporters;
 
 /// A WebSocket RAG chat service: answers questions about your documents with cited sources.
 #[derive(Parser)]
@@ -97,7 +98,25 @@ enum IndexAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    ragchat::telemetry::init(cli.config.log_format);
+    let telemetry = match cli.config.telemetry.validate() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Only the server exports; a command-line run logs to stderr and keeps its trace ids.
+    let telemetry = if matches!(cli.command, Command::Serve) {
+        telemetry
+    } else {
+        TelemetryConfig {
+            service_name: telemetry.service_name,
+            ..TelemetryConfig::default()
+        }
+    };
+    let instance = ragchat::config::instance_name(cli.config.instance_id.as_deref());
+    let mut telemetry = ragchat::telemetry::init(cli.config.log_format, &telemetry, &instance);
+    let exporters = telemetry.take_metric_exporters();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -105,7 +124,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let result = runtime.block_on(dispatch(cli, exporters));
+    drop(runtime);
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "fatal");
@@ -119,7 +141,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+async fn dispatch(cli: Cli, exporters: MetricExporters) -> anyhow::Result<()> {
     match cli.command {
         Command::Schema => {
             let schema = ragchat::chat::protocol::json_schema();
@@ -130,7 +152,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Records { last, conversation } => {
             records(&cli.config.validate()?, last, conversation).await
         }
-        Command::Serve => serve(cli.config.validate()?).await,
+        Command::Serve => serve(cli.config.validate()?, exporters).await,
         Command::Ingest { paths } => ingest(&cli.config.validate()?, &paths).await,
         Command::Index { action } => index(&cli.config.validate()?, action).await,
         Command::Eval { sets, json } => eval(&cli.config.validate()?, &sets, json).await,
@@ -174,9 +196,9 @@ async fn records(config: &Config, last: usize, conversation: Option<String>) -> 
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, exporters: MetricExporters) -> anyhow::Result<()> {
     let addr = config.server.addr;
-    let app = App::build(config).await?;
+    let app = App::build(config, exporters).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("RAGCHAT_ADDR: cannot listen on {addr}"))?;
@@ -303,7 +325,9 @@ fn print_report(name: &str, report: &ragchat::eval::Report) {
 }
 
 async fn ask(config: Config, question: String) -> anyhow::Result<()> {
-    let (state, recorder_task) = App::build(config).await?.into_parts();
+    let (state, recorder_task) = App::build(config, MetricExporters::default())
+        .await?
+        .into_parts();
     let ask = ragchat::chat::protocol::Ask {
         question,
         ..Default::default()

@@ -14,6 +14,7 @@ use crate::limits::{Limits, Refusals};
 use crate::llm::ChatModel;
 use crate::retrieval::VectorIndex;
 use crate::store::{RecordStore, Recorder};
+use crate::telemetry::Metrics;
 
 /// Everything a request needs; cheap to clone.
 #[derive(Clone)]
@@ -38,6 +39,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Refused connections and asks, counted and logged.
     pub refusals: Arc<Refusals>,
+    /// Counters and histograms (`/metrics`, OTLP, Application Insights).
+    pub metrics: Arc<Metrics>,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
     /// Live WebSocket sessions, so shutdown can wait for their turns (and records).

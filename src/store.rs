@@ -30,6 +30,17 @@ pub enum TurnStatus {
     Failed,
 }
 
+impl TurnStatus {
+    /// The serde name (metrics and spans use it).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// A source as recorded: no text, which the index keeps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordSource {
@@ -94,6 +105,10 @@ pub struct TurnRecord {
     pub completed_at: String,
     /// ragchat version that served the turn.
     pub app_version: String,
+    /// The turn's OpenTelemetry trace id, as its `done` (or `error`) frame said. Absent in
+    /// records written before 0.2 and by a build without tracing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// Why a store operation failed.
@@ -199,6 +214,7 @@ pub(crate) mod tests {
             created_at: now_rfc3339(),
             completed_at: now_rfc3339(),
             app_version: "test".into(),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
         }
     }
 

@@ -16,6 +16,17 @@ pub enum FinishReason {
     Cancelled,
 }
 
+impl FinishReason {
+    /// The serde name (metrics and spans use it).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Token counts reported by the model (null when the endpoint does not report them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Usage {

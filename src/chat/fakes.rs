@@ -24,6 +24,7 @@ use crate::state::AppState;
 use crate::store::{
     RecordStore, Recorder, RecorderTask, RetryPolicy, Spool, StoreError, TurnRecord,
 };
+use crate::telemetry::Metrics;
 use crate::turn::FinishReason;
 
 /// Answers every question with the same vector, or fails when told to.
@@ -279,11 +280,13 @@ pub fn app_over(embedder: FakeEmbedder, index: FakeIndex, llm: FakeLlm, flags: &
         .expect("valid config");
     let store = Arc::new(MemoryStore::default());
     let spool = Spool::open(&config.store.spool_dir, "fake", 1 << 20).expect("spool");
+    let metrics = Metrics::local();
     let (recorder, recorder_task) = Recorder::start(
         store.clone(),
         Arc::new(spool),
         16,
         RetryPolicy::from_config(&config.store),
+        metrics.record_latency(),
     );
     let (embedder, index, llm): (Arc<dyn Embedder>, Arc<dyn VectorIndex>, Arc<dyn ChatModel>) =
         (Arc::new(embedder), Arc::new(index), Arc::new(llm));
@@ -302,6 +305,7 @@ pub fn app_over(embedder: FakeEmbedder, index: FakeIndex, llm: FakeLlm, flags: &
         health: Arc::new(health),
         shutdown: CancellationToken::new(),
         sessions: TaskTracker::new(),
+        metrics: Arc::new(metrics),
     };
     FakeApp {
         state,

@@ -3,9 +3,12 @@
 
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use super::{Ending, TurnEvent, TurnOutput, Watch};
 use crate::llm::{ChatEvent, ChatMessage, ChatStream};
 use crate::state::AppState;
+use crate::telemetry::Metrics;
 use crate::turn::{FinishReason, Usage, ms};
 
 /// What generation produced, however it ended.
@@ -22,6 +25,8 @@ pub struct Generation {
     pub ending: Ending,
     /// When the first token came.
     first_token: Option<Instant>,
+    /// Stream events with text.
+    pieces: u32,
 }
 
 /// Streams the answer to `messages`. Tokens go to `out` when `stream` is set; `started` is when
@@ -42,9 +47,20 @@ pub async fn generate(
         generate_ms: 0.0,
         ending: Ending::Cancelled,
         first_token: None,
+        pieces: 0,
     };
+    let span = tracing::info_span!(
+        "llm.stream",
+        otel.kind = "client",
+        gen_ai.operation.name = "chat",
+        gen_ai.request.model = state.llm.model(),
+        http.response.status_code = tracing::field::Empty,
+        ttft_ms = tracing::field::Empty,
+        tokens = tracing::field::Empty
+    );
     // Dropping the answer stream drops the upstream request at once.
-    generation.ending = match watch.guard(state.llm.stream(messages)).await {
+    let request = state.llm.stream(messages).instrument(span.clone());
+    generation.ending = match watch.guard(request).await {
         None => Ending::Cancelled,
         Some(Err(e)) => {
             tracing::warn!(error = %e, "chat model request failed");
@@ -52,20 +68,24 @@ pub async fn generate(
         }
         Some(Ok(mut answer)) => {
             let caps = Caps::of(state);
-            relay(
+            let relayed = relay(
                 &mut answer,
                 &mut generation,
                 (stream, caps),
-                started,
+                (started, &state.metrics),
                 out,
                 watch,
-            )
-            .await
+            );
+            relayed.instrument(span.clone()).await
         }
     };
     if let Some(first) = generation.first_token {
         generation.generate_ms = ms(first);
     }
+    if let Some(ttft) = generation.ttft_ms {
+        span.record("ttft_ms", ttft);
+    }
+    span.record("tokens", i64::from(generation.pieces));
     generation
 }
 
@@ -93,14 +113,14 @@ async fn relay(
     answer: &mut ChatStream,
     generation: &mut Generation,
     (stream, most): (bool, Caps),
-    started: Instant,
+    (started, metrics): (Instant, &Metrics),
     out: &mut dyn TurnOutput,
     watch: &mut Watch,
 ) -> Ending {
     let mut finish = FinishReason::Stop;
     let deadline = tokio::time::sleep(most.duration);
     tokio::pin!(deadline);
-    let mut pieces: u32 = 0;
+    let mut last = None;
     loop {
         let next = tokio::select! {
             biased;
@@ -121,12 +141,17 @@ async fn relay(
             // A `ChatStream` ends with a finish reason or an error.
             None => return Ending::Finished(finish),
             Some(Ok(ChatEvent::Token(text))) => {
-                if generation.first_token.is_none() {
-                    generation.first_token = Some(Instant::now());
-                    generation.ttft_ms = Some(ms(started));
+                let now = Instant::now();
+                match last.replace(now) {
+                    Some(previous) => metrics.token_gap(now - previous),
+                    None => {
+                        generation.first_token = Some(now);
+                        generation.ttft_ms = Some(ms(started));
+                    }
                 }
                 generation.answer.push_str(&text);
-                pieces += 1;
+                generation.pieces += 1;
+                let pieces = generation.pieces;
                 if pieces > most.pieces || generation.answer.len() > most.bytes {
                     tracing::warn!(
                         pieces,

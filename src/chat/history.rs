@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use super::protocol::{HistoryMessage, Role};
 use super::request::TurnRequest;
 use crate::state::AppState;
@@ -29,7 +31,20 @@ pub async fn stored(state: &AppState, request: &TurnRequest) -> Option<Vec<Histo
     } else {
         HISTORY_TIMEOUT
     };
-    match tokio::time::timeout(wait, lookup).await {
+    let t = std::time::Instant::now();
+    let span = tracing::info_span!(
+        "history",
+        turns = turns as i64,
+        found = tracing::field::Empty
+    );
+    let loaded = tokio::time::timeout(wait, lookup)
+        .instrument(span.clone())
+        .await;
+    state.metrics.history_loaded(t.elapsed());
+    if let Ok(Ok(records)) = &loaded {
+        span.record("found", records.len() as i64);
+    }
+    match loaded {
         Ok(Ok(records)) => Some(from_records(records)),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "could not load the conversation; answering without it");

@@ -195,6 +195,10 @@ pub struct Done {
     /// The sources, only when the turn did not stream (test mode or `stream:false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources: Option<Vec<Source>>,
+    /// The turn's OpenTelemetry trace id (32 hex digits): quote it in a bug report, an operator
+    /// finds the turn's trace and record with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// `error`.
@@ -209,6 +213,9 @@ pub struct ErrorFrame {
     /// When to retry, for rate limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// The trace id of the turn it ends, when a turn ran (as in `done`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl ErrorFrame {
@@ -219,6 +226,7 @@ impl ErrorFrame {
             code: error.code,
             message: error.message,
             retry_after_ms: error.retry_after_ms,
+            trace_id: None,
         }
     }
 }
@@ -370,12 +378,14 @@ mod tests {
                     total: 120.0,
                 },
                 sources: Some(vec![source]),
+                trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
             })),
             ServerFrame::Error(ErrorFrame {
                 turn_id: None,
                 code: ErrorCode::Busy,
                 message: "a turn is running".into(),
                 retry_after_ms: Some(1000),
+                trace_id: None,
             }),
         ]
     }

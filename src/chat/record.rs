@@ -10,6 +10,7 @@ use super::request::TurnSummary;
 use super::retrieve::Retrieved;
 use crate::error::{ApiError, ErrorCode};
 use crate::store::{RecordError, RecordSource, TurnRecord, TurnStatus, now_rfc3339};
+use crate::telemetry::TurnMetrics;
 use crate::turn::{FinishReason, Timings, Usage, ms};
 
 /// Everything a turn produced, whether it completed, was cancelled or failed.
@@ -30,6 +31,8 @@ pub struct TurnOutcome {
     pub timings: Timings,
     /// How it ended.
     pub ending: Ending,
+    /// The turn's trace id, when it is traced.
+    pub trace_id: Option<String>,
 }
 
 impl TurnOutcome {
@@ -44,6 +47,7 @@ impl TurnOutcome {
             usage: Usage::default(),
             timings: Timings::default(),
             ending: Ending::Cancelled,
+            trace_id: None,
         }
     }
 
@@ -90,7 +94,10 @@ impl TurnOutcome {
         let finish_reason = match &self.ending {
             Ending::Failed(e) => {
                 let turn_id = Some(self.turn.turn_id.clone());
-                return ServerFrame::Error(ErrorFrame::new(turn_id, e.clone()));
+                return ServerFrame::Error(ErrorFrame {
+                    trace_id: self.trace_id.clone(),
+                    ..ErrorFrame::new(turn_id, e.clone())
+                });
             }
             Ending::Finished(reason) => *reason,
             Ending::Cancelled => FinishReason::Cancelled,
@@ -105,7 +112,46 @@ impl TurnOutcome {
             usage: self.usage,
             timings_ms: self.timings,
             sources: (!self.streamed).then(|| self.sources.clone()),
+            trace_id: self.trace_id.clone(),
         }))
+    }
+
+    /// What the metrics and the turn's span take from it.
+    pub fn metrics(&self) -> TurnMetrics {
+        TurnMetrics {
+            outcome: self.status().as_str(),
+            error_code: match &self.ending {
+                Ending::Failed(e) => Some(e.code.as_str()),
+                _ => None,
+            },
+            timings: self.timings,
+            usage: self.usage,
+        }
+    }
+
+    /// Puts how the turn ended on its `chat.turn` span (the current one).
+    pub fn annotate(&self, span: &tracing::Span) {
+        span.record("outcome", self.status().as_str());
+        match &self.ending {
+            Ending::Finished(reason) => {
+                span.record("finish_reason", reason.as_str());
+            }
+            Ending::Cancelled => {
+                span.record("finish_reason", FinishReason::Cancelled.as_str());
+            }
+            Ending::Failed(e) => {
+                span.record("error_code", e.code.as_str());
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_message", e.message.as_str());
+            }
+        }
+        if let Some(n) = self.usage.prompt_tokens {
+            span.record("gen_ai.usage.input_tokens", i64::from(n));
+        }
+        if let Some(n) = self.usage.completion_tokens {
+            span.record("gen_ai.usage.output_tokens", i64::from(n));
+        }
+        span.record("sources", self.sources.len() as i64);
     }
 
     /// One line in the log for the operator.
@@ -162,6 +208,7 @@ impl TurnOutcome {
             created_at: self.turn.created_at,
             completed_at: now_rfc3339(),
             app_version: crate::VERSION.to_owned(),
+            trace_id: self.trace_id,
         }
     }
 }

@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use super::history;
 use super::protocol::{HistoryMessage, Source};
 use super::request::TurnRequest;
@@ -32,8 +34,12 @@ pub async fn retrieve(
     watch: &mut Watch,
 ) -> Result<Retrieved, Ending> {
     let t = Instant::now();
+    let embed = tracing::info_span!("embed", embedder = %state.embedder.describe());
     let embedding = futures::future::join(
-        state.embedder.embed_query(&request.question),
+        state
+            .embedder
+            .embed_query(&request.question)
+            .instrument(embed),
         history::stored(state, request),
     );
     let (vector, stored) = watch.guard(embedding).await.ok_or(Ending::Cancelled)?;
@@ -49,7 +55,13 @@ pub async fn retrieve(
         vector,
         mode: state.config.index.retrieval,
     };
-    let search = state.index.search(query, state.config.chat.top_k);
+    let k = state.config.chat.top_k;
+    let span = tracing::info_span!("retrieve",
+        backend = %state.index.describe(),
+        k = k as i64,
+        mode = ?query.mode,
+        hits = tracing::field::Empty);
+    let search = state.index.search(query, k).instrument(span.clone());
     let hits = watch
         .guard(search)
         .await
@@ -58,6 +70,7 @@ pub async fn retrieve(
             tracing::error!(error = %e, "retrieval failed");
             Ending::Failed(ApiError::from(e))
         })?;
+    span.record("hits", hits.len() as i64);
     Ok(Retrieved {
         sources: numbered(hits),
         history: stored.unwrap_or(history),

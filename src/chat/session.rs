@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Duration, Interval, MissedTickBehavior, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::protocol::{
     Ask, Cancel, ClientFrame, ErrorFrame, Limits, PROTOCOL, Ready, ServerFrame, parse_client_frame,
@@ -43,6 +44,8 @@ pub struct Peer {
     pub place: Option<SocketPlace>,
     /// Bytes read from the socket, to time frames that begin and never finish.
     pub meter: Option<Arc<Meter>>,
+    /// The upgrade's W3C trace context, which the session's turns continue.
+    pub trace_parent: Option<opentelemetry::Context>,
 }
 
 impl Peer {
@@ -53,6 +56,7 @@ impl Peer {
             principal: None,
             place: None,
             meter: None,
+            trace_parent: None,
         }
     }
 }
@@ -65,6 +69,25 @@ pub struct Closing<I, O> {
     pub incoming: I,
     /// The outgoing half, when no turn task still holds it.
     pub outgoing: Option<O>,
+}
+
+/// The turn's root span, `chat.turn`; how it ended is recorded on it at the end.
+fn turn_span(request: &TurnRequest, model: &str) -> tracing::Span {
+    tracing::info_span!("chat.turn",
+        otel.kind = "server",
+        turn_id = %request.turn_id,
+        conversation_id = %request.conversation_id,
+        user = request.user.as_deref(),
+        gen_ai.operation.name = "chat",
+        gen_ai.request.model = model,
+        outcome = tracing::field::Empty,
+        finish_reason = tracing::field::Empty,
+        error_code = tracing::field::Empty,
+        sources = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_message = tracing::field::Empty)
 }
 
 /// A bug in a turn must not cost the client its answer frame or the audit trail its record.
@@ -113,6 +136,7 @@ struct Session<O> {
     principal: Principal,
     place: Option<SocketPlace>,
     meter: Option<Arc<Meter>>,
+    trace_parent: Option<opentelemetry::Context>,
     /// The conversation of asks that name none.
     conversation_id: String,
     finals_tx: mpsc::Sender<String>,
@@ -132,6 +156,8 @@ where
     I: Stream<Item = Incoming> + Unpin + Send,
     O: Sink<Outgoing> + Unpin + Send + 'static,
 {
+    state.metrics.session_opened();
+    let metrics = Arc::clone(&state.metrics);
     let tx = Arc::new(SocketTx {
         sink: Mutex::new(outgoing),
         gone: AtomicBool::new(false),
@@ -153,6 +179,7 @@ where
     if let Some((code, reason)) = close {
         send(&tx, Outgoing::Close(code, reason)).await;
     }
+    metrics.session_closed(close.map(|(code, _)| code));
     Closing {
         code: close.map(|(code, _)| code),
         incoming,
@@ -221,6 +248,7 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
             principal,
             place: peer.place,
             meter: peer.meter,
+            trace_parent: peer.trace_parent,
             conversation_id: uuid::Uuid::new_v4().to_string(),
             finals_tx,
             finals_rx,
@@ -430,9 +458,11 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
             turn_id: request.turn_id.clone(),
             cancel: cancel.clone(),
         });
-        let span = tracing::info_span!("turn",
-            turn_id = %request.turn_id,
-            conversation_id = %request.conversation_id);
+        let span = turn_span(&request, self.state.llm.model());
+        if let Some(parent) = &self.trace_parent {
+            // The upgrade's `traceparent`: the front end's trace goes on into the turn.
+            let _ = span.set_parent(parent.clone());
+        }
         let mut output = SocketOutput {
             turn_id: request.turn_id.clone(),
             sink: Arc::clone(&self.tx),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
+use async_openai::traits::RequestOptionsBuilder as _;
 use async_openai::types::embeddings::CreateEmbeddingRequestArgs;
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
@@ -74,6 +75,7 @@ impl Embedder for OpenAiEmbedder {
             let mut response = self
                 .client
                 .embeddings()
+                .headers(crate::telemetry::inject())
                 .create(request)
                 .await
                 .map_err(|e| EmbedError::Upstream(e.to_string()))?;

@@ -44,26 +44,40 @@ pub async fn details_public(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let address = client::address(peer, &headers, &state.config.auth.trusted_proxies);
+    if let Err(refused) = operator_only(&state, peer, &headers, "/health details").await {
+        return refused;
+    }
+    details(State(state)).await.into_response()
+}
+
+/// What operators may read on the public address (`/health` details, `/metrics`): a caller with
+/// a valid credential, or, when the service needs none, a loopback caller. `Err`: the 401.
+pub async fn operator_only(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    what: &str,
+) -> Result<(), Response> {
+    let address = client::address(peer, headers, &state.config.auth.trusted_proxies);
     let allowed = if state.auth.required() {
-        matches!(state.auth.from_headers(&headers).await, Ok(Some(_)))
+        matches!(state.auth.from_headers(headers).await, Ok(Some(_)))
     } else {
         address.is_loopback()
     };
-    if !allowed {
-        state.refusals.note(
-            Refusals::AUTH,
-            address,
-            "/health details without a credential",
-        );
-        let message = if state.auth.required() {
-            "the health details need a credential; probes use /health/ready"
-        } else {
-            "the health details are for operators: from this machine, or on RAGCHAT_OPERATOR_ADDR"
-        };
-        return ApiError::new(ErrorCode::Unauthorized, message).into_response();
+    if allowed {
+        return Ok(());
     }
-    details(State(state)).await.into_response()
+    state.refusals.note(
+        Refusals::AUTH,
+        address,
+        &format!("{what} without a credential"),
+    );
+    let message = if state.auth.required() {
+        format!("{what} need a credential; probes use /health/ready")
+    } else {
+        format!("{what} are for operators: from this machine, or on RAGCHAT_OPERATOR_ADDR")
+    };
+    Err(ApiError::new(ErrorCode::Unauthorized, message).into_response())
 }
 
 /// `GET /health`: versions, every component's state and latency, the record path, the limits.

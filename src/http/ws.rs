@@ -76,12 +76,14 @@ pub async fn upgrade(
             return e.into_response();
         }
     };
+    let trace_parent = crate::telemetry::parent_from(headers);
     let on_upgrade = hyper::upgrade::on(request);
     let peer = Peer {
         address,
         principal,
         place: Some(place),
         meter: None,
+        trace_parent,
     };
     let sessions = state.sessions.clone();
     // Tracked: shutdown waits for every session (and so for its turn's record).

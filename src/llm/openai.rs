@@ -85,10 +85,13 @@ impl OpenAiChat {
         })
     }
 
+    /// A request to the provider, carrying the current span's `traceparent` (the upstream's own
+    /// spans join the turn's trace).
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, self.api.url(path))
             .headers(self.api.headers())
+            .headers(crate::telemetry::inject())
             .query(&self.api.query())
     }
 }
@@ -386,6 +389,8 @@ impl ChatModel for OpenAiChat {
             .await
             .map_err(|_| no_response())??;
         let status = response.status();
+        // On the turn's `llm.stream` span, where there is one.
+        tracing::Span::current().record("http.response.status_code", i64::from(status.as_u16()));
         if !status.is_success() {
             let retry_after_ms = retry_after_ms(response.headers());
             let body = tokio::time::timeout(stall, response.text())

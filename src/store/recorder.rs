@@ -13,11 +13,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use opentelemetry::metrics::Histogram;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{RecordStore, Spool, StoreError, TurnRecord, now_rfc3339};
 use crate::config::StoreConfig;
@@ -78,8 +81,30 @@ impl RetryPolicy {
 /// Sends records to the writer task.
 #[derive(Clone)]
 pub struct Recorder {
-    tx: mpsc::Sender<TurnRecord>,
+    tx: mpsc::Sender<Queued>,
     shared: Arc<Shared>,
+}
+
+/// A record on its way: the `record` span (in the turn's trace) and when it was queued.
+struct Queued {
+    record: TurnRecord,
+    span: tracing::Span,
+    at: Instant,
+}
+
+impl Queued {
+    /// Queued now, in a `record` span that continues the current span's trace without keeping
+    /// that span open (the turn ends when its client has the final frame).
+    fn new(record: TurnRecord, store: &str) -> Self {
+        let span = tracing::info_span!(parent: None, "record",
+            turn_id = %record.id, store, retries = tracing::field::Empty, spooled = false);
+        let _ = span.set_parent(tracing::Span::current().context());
+        Self {
+            record,
+            span,
+            at: Instant::now(),
+        }
+    }
 }
 
 struct Shared {
@@ -87,6 +112,10 @@ struct Shared {
     spool: Arc<Spool>,
     policy: RetryPolicy,
     stats: Stats,
+    /// From queueing to the store or the spool taking a record.
+    latency: Histogram<f64>,
+    /// The store's kind (`sqlite`, `cosmos`…), for the `record` span.
+    store_kind: String,
     /// Set by spool appends made outside the writer (queue overflow), so it schedules a replay.
     wake: Notify,
 }
@@ -200,6 +229,21 @@ impl Shared {
         }
     }
 
+    /// Spools queued records, ending their spans and timing them.
+    async fn spool_queued(&self, queued: Vec<Queued>) {
+        let mut records = Vec::with_capacity(queued.len());
+        let mut ends = Vec::with_capacity(queued.len());
+        for q in queued {
+            q.span.record("spooled", true);
+            records.push(q.record);
+            ends.push((q.span, q.at));
+        }
+        self.spool(records).await;
+        for (_span, at) in ends {
+            self.latency.record(at.elapsed().as_secs_f64(), &[]);
+        }
+    }
+
     /// Keeps a record the store refused for good aside (off the runtime: it writes a file).
     async fn reject(&self, record: TurnRecord, error: &StoreError) {
         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -230,12 +274,26 @@ impl Shared {
 
     /// Writes one record, retrying within the budget; spools it when that runs out or the
     /// process is closing.
-    async fn deliver(self: Arc<Self>, record: TurnRecord, closing: CancellationToken) {
+    async fn deliver(self: Arc<Self>, queued: Queued, closing: CancellationToken) {
+        let Queued { record, span, at } = queued;
+        self.deliver_one(record, &span, closing)
+            .instrument(span.clone())
+            .await;
+        self.latency.record(at.elapsed().as_secs_f64(), &[]);
+    }
+
+    async fn deliver_one(
+        &self,
+        record: TurnRecord,
+        span: &tracing::Span,
+        closing: CancellationToken,
+    ) {
         let deadline = Instant::now() + self.policy.budget;
         let mut attempt = 0;
         loop {
             let error = match self.put_once(&record).await {
                 Ok(()) => {
+                    span.record("retries", i64::from(attempt));
                     self.stats.written.fetch_add(1, Ordering::Relaxed);
                     self.succeeded();
                     return;
@@ -247,11 +305,16 @@ impl Shared {
                 StoreError::Transient { retry_after, .. } => {
                     retry_after.unwrap_or_else(|| self.policy.backoff(attempt))
                 }
-                _ => return self.reject(record, &error).await,
+                _ => {
+                    span.record("retries", i64::from(attempt));
+                    return self.reject(record, &error).await;
+                }
             };
             if closing.is_cancelled() || Instant::now() + wait > deadline {
                 tracing::warn!(error = %error, turn_id = %record.id, attempts = attempt + 1,
                     "store unavailable past the retry budget");
+                span.record("retries", i64::from(attempt));
+                span.record("spooled", true);
                 return self.spool(vec![record]).await;
             }
             tracing::debug!(error = %error, turn_id = %record.id, ?wait, "retrying record");
@@ -353,11 +416,7 @@ impl Shared {
     }
 }
 
-async fn writer(
-    shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<TurnRecord>,
-    closing: CancellationToken,
-) {
+async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Queued>, closing: CancellationToken) {
     let mut in_flight = FuturesUnordered::new();
     let mut replay_at: Option<Instant> = (!shared.spool.is_empty()).then(Instant::now);
     let mut replay_attempt = 0;
@@ -389,18 +448,18 @@ async fn writer(
             record = rx.recv(), if in_flight.len() < IN_FLIGHT => match record {
                 // Behind records that already wait in the spool, to keep their order.
                 // One fsync for whatever else is queued.
-                Some(record) if !shared.spool.is_empty() => {
-                    let mut batch = vec![record];
+                Some(queued) if !shared.spool.is_empty() => {
+                    let mut batch = vec![queued];
                     while batch.len() < REPLAY_BATCH * 4 {
                         match rx.try_recv() {
-                            Ok(record) => batch.push(record),
+                            Ok(queued) => batch.push(queued),
                             Err(_) => break,
                         }
                     }
-                    shared.spool(batch).await;
+                    shared.spool_queued(batch).await;
                 }
-                Some(record) => {
-                    in_flight.push(Arc::clone(&shared).deliver(record, closing.clone()));
+                Some(queued) => {
+                    in_flight.push(Arc::clone(&shared).deliver(queued, closing.clone()));
                 }
                 None => break,
             },
@@ -427,17 +486,26 @@ impl Recorder {
         spool: Arc<Spool>,
         capacity: usize,
         policy: RetryPolicy,
+        latency: Histogram<f64>,
     ) -> (Self, RecorderTask) {
-        let (tx, rx) = mpsc::channel::<TurnRecord>(capacity);
+        let (tx, rx) = mpsc::channel::<Queued>(capacity);
         if !spool.is_empty() {
             tracing::info!(records = spool.len(), spool = %spool.path().display(),
                 "replaying spooled records");
         }
+        let store_kind = store
+            .describe()
+            .split(':')
+            .next()
+            .unwrap_or("store")
+            .to_owned();
         let shared = Arc::new(Shared {
             store,
             spool,
             policy,
             stats: Stats::default(),
+            latency,
+            store_kind,
             wake: Notify::new(),
         });
         let close = CancellationToken::new();
@@ -449,17 +517,25 @@ impl Recorder {
 
     /// Queues a record; never waits for the store. A full queue spills to the spool.
     pub async fn record(&self, record: TurnRecord) {
-        match self.tx.try_send(record) {
+        match self
+            .tx
+            .try_send(Queued::new(record, &self.shared.store_kind))
+        {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(record)) => {
-                tracing::warn!(turn_id = %record.id, "record queue full; spooling");
-                self.shared.spool(vec![record]).await;
+            Err(mpsc::error::TrySendError::Full(queued)) => {
+                tracing::warn!(turn_id = %queued.record.id, "record queue full; spooling");
+                self.shared.spool_queued(vec![queued]).await;
                 self.shared.wake.notify_one();
             }
-            Err(mpsc::error::TrySendError::Closed(record)) => {
-                self.shared.spool(vec![record]).await;
+            Err(mpsc::error::TrySendError::Closed(queued)) => {
+                self.shared.spool_queued(vec![queued]).await;
             }
         }
+    }
+
+    /// Records spooled since start (the spool's depth is in [`Recorder::status`]).
+    pub fn spooled_total(&self) -> u64 {
+        self.shared.stats.spooled.load(Ordering::Relaxed)
     }
 
     /// Whether the store is failing or records wait in the spool: two atomic reads, cheap
@@ -553,6 +629,10 @@ mod tests {
         }
     }
 
+    fn latency() -> Histogram<f64> {
+        crate::telemetry::Metrics::local().record_latency()
+    }
+
     fn policy() -> RetryPolicy {
         RetryPolicy {
             budget: Duration::from_millis(50),
@@ -599,7 +679,8 @@ mod tests {
         let spool = Arc::new(Spool::open(dir.path(), "t", 1 << 30).expect("spool"));
         let store = Arc::new(Flaky::default());
         store.down.store(true, Ordering::SeqCst);
-        let (recorder, task) = Recorder::start(store.clone(), spool.clone(), 64, policy());
+        let (recorder, task) =
+            Recorder::start(store.clone(), spool.clone(), 64, policy(), latency());
         // The first record runs out of retry budget and is spooled; the rest queue behind it.
         recorder.record(record("c", "r0")).await;
         eventually("r0 is spooled", || spool.len() == 1).await;
@@ -627,7 +708,8 @@ mod tests {
         let spool = Arc::new(Spool::open(dir.path(), "t", 1 << 30).expect("spool"));
         let store = Arc::new(Flaky::default());
         store.down.store(true, Ordering::SeqCst);
-        let (recorder, task) = Recorder::start(store.clone(), spool.clone(), 2, policy());
+        let (recorder, task) =
+            Recorder::start(store.clone(), spool.clone(), 2, policy(), latency());
         for i in 0..30 {
             recorder.record(record("c", &format!("r{i}"))).await;
         }
@@ -649,7 +731,7 @@ mod tests {
         store.down.store(true, Ordering::SeqCst);
         {
             let spool = Arc::new(Spool::open(dir.path(), "t", 1 << 30).expect("spool"));
-            let (recorder, task) = Recorder::start(store.clone(), spool, 8, policy());
+            let (recorder, task) = Recorder::start(store.clone(), spool, 8, policy(), latency());
             for i in 0..3 {
                 recorder.record(record("c", &format!("r{i}"))).await;
             }
@@ -658,7 +740,8 @@ mod tests {
         store.down.store(false, Ordering::SeqCst);
         let spool = Arc::new(Spool::open(dir.path(), "t", 1 << 30).expect("spool"));
         assert_eq!(spool.len(), 3);
-        let (_recorder, task) = Recorder::start(store.clone(), spool.clone(), 8, policy());
+        let (_recorder, task) =
+            Recorder::start(store.clone(), spool.clone(), 8, policy(), latency());
         task.finish().await;
         assert!(spool.is_empty());
         // Records that were in flight together may spool in either order; each arrives once.
@@ -674,7 +757,8 @@ mod tests {
         let spool = Arc::new(Spool::open(dir.path(), "t", 10).expect("spool"));
         let store = Arc::new(Flaky::default());
         store.down.store(true, Ordering::SeqCst);
-        let (recorder, task) = Recorder::start(store.clone(), spool.clone(), 8, policy());
+        let (recorder, task) =
+            Recorder::start(store.clone(), spool.clone(), 8, policy(), latency());
         recorder.record(record("c", "r0")).await;
         eventually("the record is given up to the log", || {
             recorder.logged_only() == 1
@@ -696,7 +780,8 @@ mod tests {
             rejected_id: Some("bad".into()),
             ..Flaky::default()
         });
-        let (recorder, task) = Recorder::start(store.clone(), spool.clone(), 8, policy());
+        let (recorder, task) =
+            Recorder::start(store.clone(), spool.clone(), 8, policy(), latency());
         recorder.record(record("c", "bad")).await;
         recorder.record(record("c", "good")).await;
         task.finish().await;

@@ -240,7 +240,9 @@ async fn a_seed_path_that_does_not_exist_stops_the_start() {
         &dead_url(),
         &["--ingest-on-start", "/no/such/corpus"],
     );
-    let app = ragchat::app::App::build(config).await.expect("builds");
+    let app = ragchat::app::App::build(config, Default::default())
+        .await
+        .expect("builds");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -175,6 +175,9 @@ pub async fn spawn_app(llm_url: &str, extra: &[&str]) -> TestApp {
 /// Spawns the app on 127.0.0.1:0 over the data dir `dir` (kept across restarts), with the
 /// fixture corpus ingested and the store that `extra` names.
 pub async fn spawn_app_at(dir: &Path, llm_url: &str, extra: &[&str]) -> TestApp {
+    // Turns get trace ids as in the binary (no log output, no export).
+    static TRACES: std::sync::Once = std::sync::Once::new();
+    TRACES.call_once(ragchat::telemetry::init_traces_only);
     let config = config(dir, llm_url, extra);
     let embedder = embedder();
     // `RAGCHAT_TEST_INDEX=qdrant` (with RAGCHAT_TEST_QDRANT_URL) runs every app test on a fresh
