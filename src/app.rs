@@ -215,7 +215,12 @@ impl App {
     /// Assembles the app from opened backends (metrics on `/metrics` only) and starts the
     /// record writer, which first replays whatever an earlier run left in the spool.
     pub fn with_backends(config: Config, backends: Backends) -> anyhow::Result<Self> {
-        Self::assemble(config, backends, Metrics::local())
+        let metrics = Metrics::new(
+            &config.telemetry,
+            &config.instance,
+            MetricExporters::default(),
+        )?;
+        Self::assemble(config, backends, metrics)
     }
 
     fn assemble(config: Config, backends: Backends, metrics: Metrics) -> anyhow::Result<Self> {

@@ -148,11 +148,11 @@ fn stderr_layer(format: LogFormat) -> Box<dyn Layer<Registry> + Send + Sync> {
             json.with_flattened_event();
             json.with_target("target");
             json.with_current_span("span");
-            json.add_dynamic_field("trace_id", |_, ctx| {
-                propagation::ids_of_current(ctx).map(|(trace, _)| trace)
+            json.add_dynamic_field("trace_id", |_, _| {
+                propagation::ids_of_current().map(|(trace, _)| trace)
             });
-            json.add_dynamic_field("span_id", |_, ctx| {
-                propagation::ids_of_current(ctx).map(|(_, span)| span)
+            json.add_dynamic_field("span_id", |_, _| {
+                propagation::ids_of_current().map(|(_, span)| span)
             });
             json.with_filter(env_filter()).boxed()
         }

@@ -293,6 +293,24 @@ mod tests {
     }
 
     #[test]
+    fn metric_and_span_names_are_the_wire_names() {
+        for reason in [
+            FinishReason::Stop,
+            FinishReason::Length,
+            FinishReason::Cancelled,
+        ] {
+            assert_eq!(serde_json::json!(reason), reason.as_str());
+        }
+        for status in [
+            TurnStatus::Completed,
+            TurnStatus::Cancelled,
+            TurnStatus::Failed,
+        ] {
+            assert_eq!(serde_json::json!(status), status.as_str());
+        }
+    }
+
+    #[test]
     fn a_panicked_turn_is_an_internal_error_with_nothing_produced() {
         let outcome = TurnOutcome::panicked(summary());
         assert!(matches!(

@@ -146,7 +146,8 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// A registry only (tests, one-shot commands).
+    /// A registry only, for the test doubles.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn local() -> Self {
         Self::new(
             &TelemetryConfig {

@@ -7,8 +7,6 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::Registry;
-use tracing_subscriber::layer::Context as LayerContext;
 
 /// The `traceparent` (and `tracestate`) of `headers` as a parent context; `None` when absent or
 /// malformed (the turn then starts its own trace).
@@ -55,11 +53,12 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
     sc.is_valid().then(|| sc.trace_id().to_string())
 }
 
-/// The trace and span ids of the span a log event happened in.
-pub(super) fn ids_of_current(ctx: &LayerContext<'_, Registry>) -> Option<(String, String)> {
-    let span = ctx.lookup_current()?;
+/// The trace and span ids of the span a log event happened in: the innermost one, whatever
+/// `RAGCHAT_LOG` lets the log show (a `warn` line in a turn still names the turn's trace).
+pub(super) fn ids_of_current() -> Option<(String, String)> {
+    let id = tracing::Span::current().id()?;
     let cx = tracing::dispatcher::get_default(|dispatch| {
-        tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
+        tracing_opentelemetry::get_otel_context(&id, dispatch)
     })?;
     let sc = cx.span().span_context().clone();
     sc.is_valid()
