@@ -18,6 +18,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::Filter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -134,8 +135,21 @@ fn install(format: Option<LogFormat>, config: &TelemetryConfig, instance: &str) 
     }
 }
 
-fn env_filter() -> EnvFilter {
-    EnvFilter::try_from_env("RAGCHAT_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
+/// `RAGCHAT_LOG` as a filter. A plain target/level list (the usual case) becomes a `Targets`
+/// filter, which costs nothing when a span is entered; only directives on spans or fields need
+/// an `EnvFilter`, which takes a shared lock on every enter and exit of every span — on a
+/// streaming turn, per token and per layer.
+fn env_filter() -> Box<dyn Filter<Registry> + Send + Sync> {
+    let given = std::env::var("RAGCHAT_LOG").ok();
+    let spec = given
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(DEFAULT_FILTER);
+    match spec.parse::<Targets>() {
+        Ok(targets) => Box::new(targets),
+        Err(_) => Box::new(EnvFilter::new(spec)),
+    }
 }
 
 /// JSON lines with the trace and span ids, or compact text.

@@ -68,15 +68,17 @@ pub async fn generate(
         }
         Some(Ok(mut answer)) => {
             let caps = Caps::of(state);
-            let relayed = relay(
+            // Not entered while tokens relay (an enter and an exit per token for nothing): the
+            // span stays open until the answer ends, and the turn's span is the current one.
+            relay(
                 &mut answer,
                 &mut generation,
                 (stream, caps),
                 (started, &state.metrics),
                 out,
                 watch,
-            );
-            relayed.instrument(span.clone()).await
+            )
+            .await
         }
     };
     if let Some(first) = generation.first_token {

@@ -15,10 +15,11 @@ use crate::config::TelemetryConfig;
 use crate::turn::{Timings, Usage};
 
 /// Bucket bounds, in seconds, for what a turn measures: sub-millisecond (retrieval, added
-/// latency) to a minute (whole turns).
+/// latency), tens of milliseconds apart where models put their inter-token gaps (10–100 ms) and
+/// first tokens (0.1–2 s), to a minute (whole turns). A percentile is only as fine as its bucket.
 const SECONDS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0, 60.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08,
+    0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
 ];
 /// Bucket bounds for tokens per turn.
 const TOKENS: &[f64] = &[
