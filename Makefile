@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run test assets build schema fmt lint-deploy container-check clean-data bench eval fuzz
+.PHONY: help run test assets build schema fmt lint-deploy container-check clean-data bench locust eval fuzz
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ container-check: build ## Run the release binary as the image would (needs RAGCH
 
 bench: ## Release build, llm-sim + ragchat on loopback, the load matrix; writes docs/benchmarks.md
 	@scripts/bench.sh
+
+locust: ## Locust (pinned, headless, LOCUST_TIME) over wss through Caddy to ragchat and llm-sim; CSV/HTML in target/locust
+	@scripts/locust.sh
 
 fuzz: ## libFuzzer over the client-frame parser and the session (FUZZ_SECS per target; nightly, cargo fuzz)
 	@scripts/fuzz.sh

@@ -62,15 +62,22 @@ export RAGCHAT_TEST_COSMOS_PYTHON="$cosmos_venv/bin/python"
 export AZURE_COSMOS_EMULATOR_SERVER_CERT_VALIDATION_DISABLED=true
 export AZURE_COSMOS_CONNECTION_POOL_IS_HTTP2_ALLOWED=false
 export AZURE_COSMOS_BINARY_ENCODING_ENABLED=false
-echo "== Prometheus (Debian package) and an OTLP collector (rotel, PyPI) for the observability tests"
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+# A Debian package the tests run (installed when missing and we are root).
+need_package() {
+  local command="$1" package="$2"
+  command -v "$command" >/dev/null && return 0
   if [[ "$(id -u)" == 0 ]]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
   else
-    echo "prometheus is not installed: sudo apt-get install prometheus" >&2
+    echo "$command is not installed: sudo apt-get install $package" >&2
     exit 1
   fi
-fi
+}
+echo "== Prometheus (Debian package) and an OTLP collector (rotel, PyPI) for the observability tests"
+need_package prometheus prometheus
+need_package promtool prometheus
+echo "== Caddy (Debian package): the VM recipe's proxy, in front of ragchat over https/wss"
+need_package caddy caddy
 RAGCHAT_TEST_ROTEL="$(scripts/rotel.sh)"
 export RAGCHAT_TEST_ROTEL
 export RAGCHAT_EMBED_MODEL_DIR="${RAGCHAT_EMBED_MODEL_DIR:-${RAGCHAT_CACHE:-$HOME/.cache/ragchat}/models/all-MiniLM-L6-v2}"
@@ -94,14 +101,9 @@ scripts/container-check.sh "${CARGO_TARGET_DIR:-target}/debug/ragchat" "$RAGCHAT
 
 echo "== browser test (Chromium drives the test page)"
 # CHROMIUM may point at another Chromium-based browser (GitHub's runners have google-chrome).
-if [[ -z "${CHROMIUM:-}" ]] && ! command -v chromium >/dev/null; then
-  if [[ "$(id -u)" == 0 ]]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    echo "chromium is not installed: sudo apt-get install chromium" >&2
-    exit 1
-  fi
-fi
+if [[ -z "${CHROMIUM:-}" ]]; then need_package chromium chromium; fi
+# certutil: Chromium trusts Caddy's local CA through its NSS database, as a user would.
+need_package certutil libnss3-tools
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 bin="${CARGO_TARGET_DIR:-target}/debug/ragchat"
 data="$(mktemp -d -t ragchat-browser.XXXXXX)"
@@ -128,7 +130,20 @@ if ! scripts/wait-http.sh "http://127.0.0.1:$auth_port/health/ready" "$auth_pid"
   tail -n 30 "$data/auth-server.log" >&2
   exit 1
 fi
+# Both behind Caddy with the VM's Caddyfile (`tls internal`, loopback): the page over https, its
+# socket over wss, as on the VM. One CA for both (shared storage); Chromium trusts it through an
+# NSS database in the browser's own HOME (not this machine's trust store).
+caddy_home="$data/caddy"
+read -r web_front web_caddy caddy_ca < <(scripts/caddy-front.sh "$web_port" "$caddy_home")
+server_pid="$server_pid $web_caddy"
+read -r auth_front auth_caddy _ < <(scripts/caddy-front.sh "$auth_port" "$caddy_home")
+server_pid="$server_pid $auth_caddy"
+[[ -n "$web_front" && -n "$auth_front" ]] || { echo "Caddy did not start" >&2; exit 1; }
+browser_home="$data/browser-home"
+mkdir -p "$browser_home/.pki/nssdb"
+certutil -d "sql:$browser_home/.pki/nssdb" -N --empty-password
+certutil -d "sql:$browser_home/.pki/nssdb" -A -t "C,," -n "caddy-local-test-ca" -i "$caddy_ca"
 echo "== screenshots go to $RAGCHAT_TEST_ARTIFACTS"
-RAGCHAT_TEST_BASE_URL="http://127.0.0.1:$web_port" \
-  RAGCHAT_TEST_AUTH_BASE_URL="http://127.0.0.1:$auth_port" RAGCHAT_TEST_API_KEY="$auth_key" \
+HOME="$browser_home" RAGCHAT_TEST_BASE_URL="https://localhost:$web_front" \
+  RAGCHAT_TEST_AUTH_BASE_URL="https://localhost:$auth_front" RAGCHAT_TEST_API_KEY="$auth_key" \
   node --test tests/browser/

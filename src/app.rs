@@ -19,7 +19,7 @@ use crate::llm::{ChatModel, OpenAiChat};
 use crate::retrieval::{EdgeIndex, IndexError, IndexTransfer, IndexWriter, QdrantIndex};
 use crate::state::AppState;
 use crate::store::{
-    CosmosStore, RecordStore, Recorder, RecorderTask, RetryPolicy, Spool, SqliteStore,
+    CosmosStore, Journal, RecordStore, Recorder, RecorderTask, RetryPolicy, Spool, SqliteStore,
 };
 use crate::telemetry::{MetricExporters, Metrics};
 
@@ -233,9 +233,21 @@ impl App {
                 )
             },
         )?;
+        let journal = config
+            .store
+            .journal
+            .then(|| Journal::start(&spool))
+            .transpose()
+            .with_context(|| {
+                format!(
+                    "RAGCHAT_DATA_DIR: cannot start the record journal in {}",
+                    dir.display()
+                )
+            })?;
         let (recorder, recorder_task) = Recorder::start(
             Arc::clone(&backends.store),
             Arc::new(spool),
+            journal,
             config.store.queue,
             RetryPolicy::from_config(&config.store),
             metrics.record_latency(),
@@ -461,11 +473,13 @@ fn observe(state: &AppState) {
     m.counter(
         "ragchat.records",
         "{record}",
-        "Record path events: written, retried (store calls), spooled, replayed, rejected, \
-         logged_only",
+        "Record path events: journaled, journal_fsyncs, written, retried (store calls), \
+         spooled, replayed, rejected, logged_only",
         move || {
             let s = recorder.status();
             [
+                ("journaled", s.journaled),
+                ("journal_fsyncs", s.journal_fsyncs),
                 ("written", s.written),
                 ("retried", s.retried),
                 ("spooled", recorder.spooled_total()),

@@ -129,9 +129,7 @@ pub async fn run_turn(
         }
     }
     outcome.finish(started);
-    // The client hears first; the record is queued after, off its path. A closed socket does
-    // not stop the record.
-    let _ = out.emit(TurnEvent::Final(&outcome.frame())).await;
+    let frame = outcome.frame();
     outcome.log();
     outcome.annotate(&span);
     state.metrics.turn_ended(&outcome.metrics());
@@ -139,10 +137,14 @@ pub async fn run_turn(
         .usage
         .completion_tokens
         .map_or_else(|| prompt::cost_tokens(&outcome.answer) as u64, u64::from);
+    // The record first — on disk when the journal is on (a few milliseconds; the store is not
+    // waited for) — then the client hears the end: a crash after `done` cannot lose the turn.
+    // A closed socket does not stop the record.
     state
         .recorder
         .record(outcome.record(state.llm.model()))
         .await;
+    let _ = out.emit(TurnEvent::Final(&frame)).await;
     spent
 }
 

@@ -9,11 +9,13 @@ use crate::error::ErrorCode;
 use crate::turn::{FinishReason, Timings, Usage};
 
 pub mod cosmos;
+pub mod journal;
 pub mod recorder;
 pub mod spool;
 pub mod sqlite;
 
 pub use cosmos::CosmosStore;
+pub use journal::Journal;
 pub use recorder::{Recorder, RecorderState, RecorderStatus, RecorderTask, RetryPolicy};
 pub use spool::Spool;
 pub use sqlite::SqliteStore;

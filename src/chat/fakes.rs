@@ -284,6 +284,7 @@ pub fn app_over(embedder: FakeEmbedder, index: FakeIndex, llm: FakeLlm, flags: &
     let (recorder, recorder_task) = Recorder::start(
         store.clone(),
         Arc::new(spool),
+        None,
         16,
         RetryPolicy::from_config(&config.store),
         metrics.record_latency(),

@@ -100,11 +100,12 @@ async fn turn_panicked<O>(state: &AppState, summary: TurnSummary, output: &Socke
     }
     tracing::error!("turn panicked");
     let outcome = TurnOutcome::panicked(summary);
-    let _ = output.finals.send(outcome.frame().to_json()).await;
+    let frame = outcome.frame().to_json();
     state
         .recorder
         .record(outcome.record(state.llm.model()))
         .await;
+    let _ = output.finals.send(frame).await;
 }
 
 struct Running {

@@ -106,6 +106,15 @@ pub struct StoreArgs {
     )]
     pub cosmos_key: Option<SecretString>,
 
+    /// Write every turn's record to a local journal (fsynced, one group commit every few
+    /// milliseconds) before the client hears the turn's end, so that a crash cannot lose a turn
+    /// the client saw end (docs/records.md). Off only where the data dir does not outlive the
+    /// process anyway.
+    #[arg(long = "record-journal", env = "RAGCHAT_RECORD_JOURNAL", default_value = "true",
+          global = true, action = clap::ArgAction::Set, value_name = "BOOL",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub journal: bool,
+
     /// Create the database and container at start when missing (needs control-plane rights;
     /// with Entra ID prefer creating them with infra/ and leaving this off).
     #[arg(long = "cosmos-create", env = "RAGCHAT_COSMOS_CREATE", default_value = "false",
@@ -158,6 +167,8 @@ pub struct StoreConfig {
     pub spool_dir: PathBuf,
     /// Most bytes waiting there.
     pub spool_max_bytes: u64,
+    /// Whether records are journaled before a turn's end is sent.
+    pub journal: bool,
 }
 
 impl StoreArgs {
@@ -190,6 +201,7 @@ impl StoreArgs {
             timeout,
             spool_dir: data_dir.join("spool"),
             spool_max_bytes: self.spool_max_bytes.max(1 << 20),
+            journal: self.journal,
         })
     }
 }

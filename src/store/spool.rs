@@ -27,6 +27,8 @@ const COMPACT_AT: u64 = 16 * 1024 * 1024;
 /// Records that could not be written to the store yet.
 pub struct Spool {
     dir: PathBuf,
+    /// The slot this process locked (`records-<name>.lock`).
+    name: String,
     path: PathBuf,
     /// Held for the life of the process; the OS drops the lock if the process dies.
     _lock: File,
@@ -73,6 +75,7 @@ impl Spool {
         let offset = read_head(&path);
         let spool = Self {
             dir: dir.to_owned(),
+            name,
             path,
             _lock: lock,
             state: Mutex::new(Head {
@@ -85,12 +88,23 @@ impl Spool {
         };
         spool.adopt_orphans()?;
         spool.recount()?;
+        spool.adopt_journals()?;
         Ok(spool)
     }
 
     /// The spool file of this process.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The directory of the spool (and of the record journal).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// This process's slot: the `<name>` of its files.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Records waiting.
@@ -326,6 +340,54 @@ impl Spool {
             // of the same name.
             fs::remove_file(&path)?;
             let _ = fs::remove_file(head_path(&path));
+        }
+        Ok(())
+    }
+}
+
+impl Spool {
+    /// Moves the record journals of this slot (a crash of the process before us) and of
+    /// stopped processes into the spool, then deletes them. A journal that does not fit (the
+    /// spool is full) stays for the next start.
+    fn adopt_journals(&self) -> io::Result<()> {
+        let mut held = Vec::new();
+        let files = super::journal::leftovers(&self.dir, &self.name, |slot| {
+            let lock = try_lock(&self.dir.join(format!("records-{slot}.lock")))?;
+            let free = lock.is_some();
+            held.extend(lock);
+            Ok(free)
+        })?;
+        for path in files {
+            let data = fs::read(&path)?;
+            let (mut good, mut bad) = (Vec::new(), Vec::new());
+            for line in data.split(|b| *b == b'\n') {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match serde_json::from_slice::<TurnRecord>(line) {
+                    Ok(record) => good.push(record),
+                    Err(_) => bad.push(String::from_utf8_lossy(line).into_owned()),
+                }
+            }
+            if !bad.is_empty() {
+                tracing::error!(lines = bad.len(), file = %self.dir.join(REJECTED).display(),
+                    "unparsable journal lines moved aside");
+                self.set_aside(&bad)?;
+            }
+            if good.is_empty() {
+                fs::remove_file(&path)?;
+                continue;
+            }
+            if let Err(e) = self.append(&good) {
+                tracing::error!(error = %e, journal = %path.display(),
+                    "cannot move a record journal into the spool; it stays for the next start");
+                continue;
+            }
+            {
+                tracing::warn!(records = good.len(), journal = %path.display(),
+                    "records journaled before a crash go to the store again (upserts)");
+            }
+            fs::remove_file(&path)?;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ import { chromium } from "playwright-core";
 const base = process.env.RAGCHAT_TEST_BASE_URL;
 const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const shots = process.env.RAGCHAT_TEST_ARTIFACTS;
-let browser, page, sent;
+let browser, page, sent, sockets;
 
 before(async () => {
   assert.ok(base, "RAGCHAT_TEST_BASE_URL is not set: run via `make test`");
@@ -25,9 +25,13 @@ after(async () => { await browser?.close(); });
 beforeEach(async () => {
   page = await browser.newPage();
   sent = [];
-  page.on("websocket", (ws) => ws.on("framesent", (f) => {
-    try { sent.push(JSON.parse(f.payload)); } catch { /* not JSON */ }
-  }));
+  sockets = [];
+  page.on("websocket", (ws) => {
+    sockets.push(ws.url());
+    ws.on("framesent", (f) => {
+      try { sent.push(JSON.parse(f.payload)); } catch { /* not JSON */ }
+    });
+  });
   await page.goto(base);
   await page.locator("#status.ok").waitFor({ timeout: 15000 });
 });
@@ -55,6 +59,9 @@ test("an answer streams in with numbered sources and timings", async () => {
   assert.ok((await turn.locator(".a").textContent()).trim().length > 0, "the answer is shown");
   assert.match(await turn.locator(".meta-line").textContent(), /^(stop|length) · embed [\d.]+ ms/);
   if (shots) await page.screenshot({ path: `${shots}/page-answer.png`, fullPage: true });
+  // Served over https (through Caddy in `make test`), the page opens its socket over wss.
+  const scheme = new URL(base).protocol === "https:" ? "wss:" : "ws:";
+  assert.ok(sockets.length > 0 && sockets.every((u) => new URL(u).protocol === scheme), `${scheme} sockets: ${sockets}`);
 });
 
 test("[n] in an answer links to source n, and only to sources that exist", async () => {

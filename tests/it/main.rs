@@ -6,11 +6,14 @@
 #![allow(clippy::disallowed_methods)]
 
 mod cosmos_server;
+mod crash;
 mod health;
 mod ingest;
 mod llm_contract;
 mod observability;
 mod oidc;
+mod procs;
+mod proxy;
 mod records;
 mod retrieval;
 mod security;

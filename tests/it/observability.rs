@@ -3,97 +3,21 @@
 //! ingestion endpoint the test serves (the documented envelope format, gzip JSON on
 //! `/v2/track`), and the same binary with both unreachable.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ragchat::chat::protocol::ServerFrame;
 use serde_json::{Value, json};
 
+use crate::procs::{Proc, free_port, tool};
 use crate::support::{corpus_dir, llm_url, spawn_app, turn_frames};
 use crate::telemetry::recording_proxy;
 
 type Ws = crate::support::Ws;
-
-/// A child process killed (SIGKILL) if the test ends before it stops.
-struct Proc {
-    child: Child,
-    output: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    /// Starts `command` with stdout and stderr collected.
-    fn start(mut command: Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-        let output = Arc::new(Mutex::new(String::new()));
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = Arc::clone(&output);
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut out = output.lock().expect("lock");
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-            });
-        }
-        Self { child, output }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().expect("lock").clone()
-    }
-
-    /// SIGTERM, then the exit within `bound`.
-    fn terminate(&mut self, bound: Duration) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let t = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                t.elapsed() < bound,
-                "did not exit within {bound:?} of SIGTERM:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
 
 /// Polls `check` every 200 ms until it holds or `limit` passes.
 async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
@@ -227,25 +151,6 @@ fn prometheus(dir: &Path, target: SocketAddr) -> (Proc, String) {
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"));
     (Proc::start(command), format!("http://127.0.0.1:{port}"))
-}
-
-/// A tool `make test` installs (Prometheus, promtool from Debian; rotel from PyPI).
-fn tool(name: &str) -> PathBuf {
-    let var = format!("RAGCHAT_TEST_{}", name.to_ascii_uppercase());
-    if let Some(path) = std::env::var_os(&var) {
-        return path.into();
-    }
-    let on_path = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    on_path.map(PathBuf::from).unwrap_or_else(|| {
-        panic!(
-            "{name} is not installed: run the tests with `make test` (it installs it), or set {var}"
-        )
-    })
 }
 
 /// One instant query's single value.

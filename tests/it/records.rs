@@ -393,7 +393,7 @@ async fn a_misconfigured_container_is_a_clear_start_up_error() {
 
 /// Reads the server's JSON log until its `serving` line and returns the address; keeps draining
 /// the log (echoed to our stderr) so the server never blocks on a full pipe.
-async fn serving_addr(stderr: tokio::process::ChildStderr) -> String {
+pub async fn serving_addr(stderr: tokio::process::ChildStderr) -> String {
     use tokio::io::AsyncBufReadExt;
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {

@@ -21,6 +21,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// What a socket runs over: plain TCP, or TLS to a proxy in front (tests/it/proxy.rs).
+pub trait Transport: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Transport for T {}
+
 #[derive(Parser)]
 #[command(args_override_self = true)]
 struct Args {
@@ -288,7 +292,9 @@ pub fn refused(error: tokio_tungstenite::tungstenite::Error) -> (u16, serde_json
 }
 
 /// Reads until the close frame (text frames are collected); its code and reason.
-pub async fn close_of(ws: &mut Ws) -> (u16, String, Vec<ServerFrame>) {
+pub async fn close_of<S: Transport>(
+    ws: &mut WebSocketStream<S>,
+) -> (u16, String, Vec<ServerFrame>) {
     let mut frames = Vec::new();
     loop {
         let message = tokio::time::timeout(Duration::from_secs(30), ws.next())
@@ -310,14 +316,14 @@ pub async fn close_of(ws: &mut Ws) -> (u16, String, Vec<ServerFrame>) {
     }
 }
 
-pub async fn send(ws: &mut Ws, json: serde_json::Value) {
+pub async fn send<S: Transport>(ws: &mut WebSocketStream<S>, json: serde_json::Value) {
     ws.send(Message::text(json.to_string()))
         .await
         .expect("send");
 }
 
 /// The next JSON frame (pings skipped), within 120 s.
-pub async fn next_frame(ws: &mut Ws) -> ServerFrame {
+pub async fn next_frame<S: Transport>(ws: &mut WebSocketStream<S>) -> ServerFrame {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(120), ws.next())
             .await
@@ -336,7 +342,7 @@ pub async fn next_frame(ws: &mut Ws) -> ServerFrame {
 }
 
 /// Every frame of one turn, up to and including its `done` or `error`.
-pub async fn turn_frames(ws: &mut Ws) -> Vec<ServerFrame> {
+pub async fn turn_frames<S: Transport>(ws: &mut WebSocketStream<S>) -> Vec<ServerFrame> {
     let mut frames = Vec::new();
     loop {
         let frame = next_frame(ws).await;
