@@ -7,11 +7,11 @@
 use qdrant_client::QdrantError;
 use qdrant_client::qdrant::vectors_config::Config as VectorsConfigKind;
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
-    CreateVectorNameRequestBuilder, Distance, FieldType, Filter, Modifier, NamedVectors,
-    PointVectors, SparseVectorCreationConfigBuilder, SparseVectorParamsBuilder,
-    SparseVectorsConfigBuilder, UpdatePointVectorsBuilder, VectorParamsBuilder,
-    VectorsConfigBuilder,
+    CollectionParams, Condition, CountPointsBuilder, CreateCollectionBuilder,
+    CreateFieldIndexCollectionBuilder, CreateVectorNameRequestBuilder, Distance, FieldType, Filter,
+    Modifier, NamedVectors, PointVectors, SparseVectorCreationConfigBuilder,
+    SparseVectorParamsBuilder, SparseVectorsConfigBuilder, UpdatePointVectorsBuilder,
+    VectorParamsBuilder, VectorsConfigBuilder,
 };
 
 use super::{QdrantIndex, failed, retry};
@@ -93,32 +93,13 @@ impl QdrantIndex {
             .and_then(|i| i.config)
             .and_then(|c| c.params)
             .ok_or_else(|| IndexError::Engine("collection info without parameters".into()))?;
-        let wrong = |what: String| {
+        check_params(params, self.dim).map_err(|what| {
             IndexError::Open(format!(
                 "the Qdrant collection {:?} at {} {what}; point RAGCHAT_QDRANT_COLLECTION at \
                  another collection (ragchat creates it) or re-create this one",
                 self.collection, self.endpoint
             ))
-        };
-        let dense = match params.vectors_config.and_then(|v| v.config) {
-            Some(VectorsConfigKind::ParamsMap(map)) => map.map.get(DENSE).cloned(),
-            _ => None,
-        };
-        let Some(dense) = dense else {
-            return Err(wrong(format!("has no vector named {DENSE:?}")));
-        };
-        if dense.size != self.dim as u64 {
-            return Err(wrong(format!(
-                "holds {}-dimensional vectors but the embedder makes {}-dimensional ones",
-                dense.size, self.dim
-            )));
-        }
-        if dense.distance != Distance::Cosine as i32 {
-            return Err(wrong(format!("does not use cosine distance for {DENSE:?}")));
-        }
-        Ok(params
-            .sparse_vectors_config
-            .is_some_and(|s| s.map.contains_key(SPARSE)))
+        })
     }
 
     /// Declares the BM25 vector in a collection made before hybrid retrieval.
@@ -201,6 +182,98 @@ impl QdrantIndex {
                 Some(id) => from = Some(id),
                 None => return Ok(()),
             }
+        }
+    }
+}
+
+/// What is wrong with a collection's parameters for an embedder of `dim` dimensions, if
+/// anything; else whether its BM25 vector is declared (an older collection gets it added).
+fn check_params(params: CollectionParams, dim: usize) -> Result<bool, String> {
+    let dense = match params.vectors_config.and_then(|v| v.config) {
+        Some(VectorsConfigKind::ParamsMap(map)) => map.map.get(DENSE).cloned(),
+        _ => None,
+    };
+    let Some(dense) = dense else {
+        return Err(format!("has no vector named {DENSE:?}"));
+    };
+    if dense.size != dim as u64 {
+        return Err(format!(
+            "holds {}-dimensional vectors but the embedder makes {dim}-dimensional ones",
+            dense.size
+        ));
+    }
+    if dense.distance != Distance::Cosine as i32 {
+        return Err(format!("does not use cosine distance for {DENSE:?}"));
+    }
+    let Some(bm25) = params
+        .sparse_vectors_config
+        .and_then(|s| s.map.get(SPARSE).cloned())
+    else {
+        return Ok(false);
+    };
+    // Without the IDF modifier the server scores raw term frequencies: every rare term (a part
+    // number, an error code) would weigh no more than "the".
+    if bm25.modifier != Some(Modifier::Idf as i32) {
+        return Err(format!(
+            "declares the sparse vector {SPARSE:?} without the IDF modifier (its BM25 scores \
+             would ignore how rare a term is)"
+        ));
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qdrant_client::qdrant::{SparseVectorConfig, SparseVectorParams, VectorParamsMap};
+
+    fn params(distance: Distance, size: u64, bm25: Option<Option<Modifier>>) -> CollectionParams {
+        let dense = VectorParamsBuilder::new(size, distance).build();
+        CollectionParams {
+            vectors_config: Some(qdrant_client::qdrant::VectorsConfig {
+                config: Some(VectorsConfigKind::ParamsMap(VectorParamsMap {
+                    map: [(DENSE.to_owned(), dense)].into(),
+                })),
+            }),
+            sparse_vectors_config: bm25.map(|modifier| SparseVectorConfig {
+                map: [(
+                    SPARSE.to_owned(),
+                    SparseVectorParams {
+                        modifier: modifier.map(|m| m as i32),
+                        ..Default::default()
+                    },
+                )]
+                .into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_collection_is_checked_for_size_distance_and_the_bm25_idf_modifier() {
+        let ok = params(Distance::Cosine, 384, Some(Some(Modifier::Idf)));
+        assert_eq!(check_params(ok, 384), Ok(true));
+        let before_hybrid = params(Distance::Cosine, 384, None);
+        assert_eq!(check_params(before_hybrid, 384), Ok(false));
+        let small = params(Distance::Cosine, 128, Some(Some(Modifier::Idf)));
+        assert!(
+            check_params(small, 384)
+                .expect_err("refused")
+                .contains("128-dimensional")
+        );
+        let dot = params(Distance::Dot, 384, Some(Some(Modifier::Idf)));
+        assert!(
+            check_params(dot, 384)
+                .expect_err("refused")
+                .contains("cosine")
+        );
+        for modifier in [None, Some(Modifier::None)] {
+            let raw_tf = params(Distance::Cosine, 384, Some(modifier));
+            assert!(
+                check_params(raw_tf, 384)
+                    .expect_err("refused")
+                    .contains("IDF")
+            );
         }
     }
 }
