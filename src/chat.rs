@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -86,7 +87,29 @@ impl Watch {
     }
 }
 
-/// Runs one turn to its end and queues its record. `started` is when the ask arrived. Returns
+/// The turn's root span, `chat.turn`; how it ended is recorded on it at the end.
+pub fn turn_span(request: &TurnRequest, model: &str) -> tracing::Span {
+    tracing::info_span!("chat.turn",
+        otel.kind = "server",
+        turn_id = %request.turn_id,
+        conversation_id = %request.conversation_id,
+        user = request.user.as_deref(),
+        gen_ai.operation.name = "chat",
+        gen_ai.request.model = model,
+        outcome = tracing::field::Empty,
+        finish_reason = tracing::field::Empty,
+        error_code = tracing::field::Empty,
+        sources = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_message = tracing::field::Empty)
+}
+
+/// Runs one turn to its end and queues its record. `started` is when the ask arrived; `span` is
+/// the turn's [`turn_span`]. The span is entered around each phase, not around the whole turn:
+/// the answer's relay polls once or twice per token, and an enter and exit there (which the
+/// OpenTelemetry bridge turns into a lock and a clock read) would be paid per token. Returns
 /// the completion tokens it spent (as the model reported them, else estimated from the answer),
 /// which count against the day's allowance.
 pub async fn run_turn(
@@ -95,13 +118,16 @@ pub async fn run_turn(
     started: Instant,
     cancel: CancellationToken,
     out: &mut dyn TurnOutput,
+    span: &tracing::Span,
 ) -> u64 {
     let mut watch = Watch::new(&cancel);
     let history = std::mem::take(&mut request.history);
     let mut outcome = TurnOutcome::new(TurnSummary::from(&request), request.stream);
-    let span = tracing::Span::current();
-    outcome.trace_id = crate::telemetry::trace_id(&span);
-    match retrieve::retrieve(state, &request, history, &mut watch).await {
+    outcome.trace_id = crate::telemetry::trace_id(span);
+    let retrieved = retrieve::retrieve(state, &request, history, &mut watch)
+        .instrument(span.clone())
+        .await;
+    match retrieved {
         Err(ending) => outcome.ending = ending,
         Ok(retrieved) => {
             outcome.retrieved(&retrieved);
@@ -118,10 +144,10 @@ pub async fn run_turn(
                 let generation = generate::generate(
                     state,
                     prompt.messages,
-                    request.stream,
-                    started,
+                    (request.stream, started),
                     out,
                     &mut watch,
+                    span,
                 )
                 .await;
                 outcome.generated(generation);
@@ -130,8 +156,8 @@ pub async fn run_turn(
     }
     outcome.finish(started);
     let frame = outcome.frame();
-    outcome.log();
-    outcome.annotate(&span);
+    span.in_scope(|| outcome.log());
+    outcome.annotate(span);
     state.metrics.turn_ended(&outcome.metrics());
     let spent = outcome
         .usage
@@ -143,6 +169,7 @@ pub async fn run_turn(
     state
         .recorder
         .record(outcome.record(state.llm.model()))
+        .instrument(span.clone())
         .await;
     let _ = out.emit(TurnEvent::Final(&frame)).await;
     spent

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use clap::{Parser, Subcommand};
 use ragchat::app::{self, App};
 use ragchat::chat::protocol::ServerFrame;
-use ragchat::chat::{OutputGone, TurnEvent, TurnOutput, TurnRequest, run_turn};
+use ragchat::chat::{OutputGone, TurnEvent, TurnOutput, TurnRequest, run_turn, turn_span};
 use ragchat::config::{Config, ConfigArgs, RetrievalMode, TelemetryConfig};
 use ragchat::embed::Embedder;
 use ragchat::retrieval::IndexTransfer;
@@ -350,7 +350,8 @@ async fn ask(config: Config, question: String) -> anyhow::Result<()> {
             on_ctrl_c.cancel();
         }
     });
-    run_turn(&state, request, Instant::now(), cancel, &mut out).await;
+    let span = turn_span(&request, state.llm.model());
+    run_turn(&state, request, Instant::now(), cancel, &mut out, &span).await;
     watcher.abort();
     drop(state);
     recorder_task.finish().await;

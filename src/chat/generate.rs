@@ -35,10 +35,10 @@ pub struct Generation {
 pub async fn generate(
     state: &AppState,
     messages: Vec<ChatMessage>,
-    stream: bool,
-    started: Instant,
+    (stream, started): (bool, Instant),
     out: &mut dyn TurnOutput,
     watch: &mut Watch,
+    turn: &tracing::Span,
 ) -> Generation {
     let mut generation = Generation {
         answer: String::new(),
@@ -50,6 +50,7 @@ pub async fn generate(
         pieces: 0,
     };
     let span = tracing::info_span!(
+        parent: turn,
         "llm.stream",
         otel.kind = "client",
         gen_ai.operation.name = "chat",
@@ -63,19 +64,20 @@ pub async fn generate(
     generation.ending = match watch.guard(request).await {
         None => Ending::Cancelled,
         Some(Err(e)) => {
-            tracing::warn!(error = %e, "chat model request failed");
+            span.in_scope(|| tracing::warn!(error = %e, "chat model request failed"));
             Ending::Failed(e.into())
         }
         Some(Ok(mut answer)) => {
             let caps = Caps::of(state);
-            // Not entered while tokens relay (an enter and an exit per token for nothing): the
-            // span stays open until the answer ends, and the turn's span is the current one.
+            // No span is entered while tokens relay (an enter and an exit per token for
+            // nothing): `llm.stream` stays open until the answer ends, and is entered only
+            // around the relay's rare log lines.
             relay(
                 &mut answer,
                 &mut generation,
                 (stream, caps),
                 (started, &state.metrics),
-                out,
+                (out, &span),
                 watch,
             )
             .await
@@ -116,7 +118,7 @@ async fn relay(
     generation: &mut Generation,
     (stream, most): (bool, Caps),
     (started, metrics): (Instant, &Metrics),
-    out: &mut dyn TurnOutput,
+    (out, span): (&mut dyn TurnOutput, &tracing::Span),
     watch: &mut Watch,
 ) -> Ending {
     let mut finish = FinishReason::Stop;
@@ -130,10 +132,12 @@ async fn relay(
             event = watch.guard(answer.next()) => Some(event),
         };
         let Some(event) = next else {
-            tracing::warn!(
-                secs = most.duration.as_secs(),
-                "answer cut at RAGCHAT_MAX_ANSWER_SECS"
-            );
+            span.in_scope(|| {
+                tracing::warn!(
+                    secs = most.duration.as_secs(),
+                    "answer cut at RAGCHAT_MAX_ANSWER_SECS"
+                );
+            });
             return Ending::Finished(FinishReason::Length);
         };
         let Some(event) = event else {
@@ -155,10 +159,12 @@ async fn relay(
                 generation.pieces += 1;
                 let pieces = generation.pieces;
                 if pieces > most.pieces || generation.answer.len() > most.bytes {
-                    tracing::warn!(
-                        pieces,
-                        "answer cut: the model went past RAGCHAT_LLM_MAX_TOKENS"
-                    );
+                    span.in_scope(|| {
+                        tracing::warn!(
+                            pieces,
+                            "answer cut: the model went past RAGCHAT_LLM_MAX_TOKENS"
+                        );
+                    });
                     finish = FinishReason::Length;
                     if stream {
                         let _ = watch.guard(out.emit(TurnEvent::Token(&text))).await;
@@ -186,7 +192,7 @@ async fn relay(
                 };
             }
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "chat model stream failed");
+                span.in_scope(|| tracing::warn!(error = %e, "chat model stream failed"));
                 return Ending::Failed(e.into());
             }
         }

@@ -71,25 +71,6 @@ pub struct Closing<I, O> {
     pub outgoing: Option<O>,
 }
 
-/// The turn's root span, `chat.turn`; how it ended is recorded on it at the end.
-fn turn_span(request: &TurnRequest, model: &str) -> tracing::Span {
-    tracing::info_span!("chat.turn",
-        otel.kind = "server",
-        turn_id = %request.turn_id,
-        conversation_id = %request.conversation_id,
-        user = request.user.as_deref(),
-        gen_ai.operation.name = "chat",
-        gen_ai.request.model = model,
-        outcome = tracing::field::Empty,
-        finish_reason = tracing::field::Empty,
-        error_code = tracing::field::Empty,
-        sources = tracing::field::Empty,
-        gen_ai.usage.input_tokens = tracing::field::Empty,
-        gen_ai.usage.output_tokens = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-        otel.status_message = tracing::field::Empty)
-}
-
 /// A bug in a turn must not cost the client its answer frame or the audit trail its record.
 async fn turn_panicked<O>(state: &AppState, summary: TurnSummary, output: &SocketOutput<O>) {
     if output.final_sent {
@@ -459,7 +440,7 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
             turn_id: request.turn_id.clone(),
             cancel: cancel.clone(),
         });
-        let span = turn_span(&request, self.state.llm.model());
+        let span = super::turn_span(&request, self.state.llm.model());
         if let Some(parent) = &self.trace_parent {
             // The upgrade's `traceparent`: the front end's trace goes on into the turn.
             let _ = span.set_parent(parent.clone());
@@ -473,27 +454,31 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
         let state = self.state.clone();
         let (principal, address) = (self.principal.clone(), self.address);
         let summary = TurnSummary::from(&request);
-        self.turns.spawn(
-            async move {
-                // A place among the turns streaming at once, or `busy` (and no turn, no record).
-                let place = match state.limits.turn_place().await {
-                    Ok(place) => place,
-                    Err(busy) => {
+        self.turns.spawn(async move {
+            // A place among the turns streaming at once, or `busy` (and no turn, no record).
+            let place = match state.limits.turn_place().await {
+                Ok(place) => place,
+                Err(busy) => {
+                    span.in_scope(|| {
                         state.refusals.note(Refusals::BUSY, address, &busy.message);
-                        let json = error_json(Some(summary.turn_id), busy);
-                        let _ = output.finals.send(json).await;
-                        return;
-                    }
-                };
-                let turn = run_turn(&state, request, started, cancel, &mut output);
-                match AssertUnwindSafe(turn).catch_unwind().await {
-                    Ok(spent) => state.limits.charge(&principal, address, spent),
-                    Err(_) => turn_panicked(&state, summary, &output).await,
+                    });
+                    let json = error_json(Some(summary.turn_id), busy);
+                    let _ = output.finals.send(json).await;
+                    return;
                 }
-                drop(place);
+            };
+            // Not instrumented as a whole: `run_turn` enters the span around its phases.
+            let turn = run_turn(&state, request, started, cancel, &mut output, &span);
+            match AssertUnwindSafe(turn).catch_unwind().await {
+                Ok(spent) => state.limits.charge(&principal, address, spent),
+                Err(_) => {
+                    turn_panicked(&state, summary, &output)
+                        .instrument(span)
+                        .await;
+                }
             }
-            .instrument(span),
-        );
+            drop(place);
+        });
     }
 
     /// The running turn's final frame: it ends the turn; a draining session then closes.

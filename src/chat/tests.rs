@@ -40,7 +40,16 @@ async fn turn(app: FakeApp, ask: Ask) -> (Vec<ServerFrame>, TurnRecord) {
     let turn_id = request.turn_id.clone();
     let mut frames = Frames::default();
     let cancel = CancellationToken::new();
-    run_turn(&app.state, request, Instant::now(), cancel, &mut frames).await;
+    let span = super::turn_span(&request, app.state.llm.model());
+    run_turn(
+        &app.state,
+        request,
+        Instant::now(),
+        cancel,
+        &mut frames,
+        &span,
+    )
+    .await;
     let FakeApp {
         state,
         store,
