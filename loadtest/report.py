@@ -273,6 +273,37 @@ w("*ragchat CPU* is its user+system time over the whole loadgen run (ramp and ta
   "divided by its wall time, so 100 % = one core; the machine has " + F.get("nproc", "?") + ", shared with the simulator and the load generator.")
 w("")
 
+
+def record_path(name):
+    """Records journaled and written, and journal fsyncs, per second over a run (from /health)."""
+    try:
+        before, after = (json.load(open(os.path.join(results, f"{name}.health{i}")))["records"]
+                         for i in (0, 1))
+        _, _, _, _, wall_ms = open(os.path.join(results, f"{name}.proc")).read().split()
+    except (OSError, ValueError, KeyError):
+        return None
+    secs = max(int(wall_ms) / 1000.0, 1e-3)
+    rate = {k: (after.get(k, 0) - before.get(k, 0)) / secs
+            for k in ("journaled", "journal_fsyncs", "written", "spooled")}
+    rate["queued"] = after.get("queued", 0)
+    return rate
+
+
+record_rows = [(row["n"], record_path(f"ragchat-{row['n']}")) for row in rows]
+record_rows = [(n, r) for n, r in record_rows if r]
+if record_rows:
+    w("**The record path** in the same runs (`/health`'s `records` before and after each, per "
+      "second of the run): every turn's record is journaled and fsynced before its `done` "
+      "(docs/records.md), with one group commit at most every 5 ms whatever the turn rate.")
+    w("")
+    w("| streams | records journaled/s | journal fsyncs/s | records per fsync | written to SQLite/s | spooled/s |")
+    w("|---|---|---|---|---|---|")
+    for n, r in record_rows:
+        per = r["journaled"] / r["journal_fsyncs"] if r["journal_fsyncs"] else None
+        w(f"| {n:,} | {num(r['journaled'], 1)} | {num(r['journal_fsyncs'], 1)} | {num(per, 1)} | "
+          f"{num(r['written'], 1)} | {num(r['spooled'], 1)} |")
+    w("")
+
 alone, flooded, flood = load("fair-alone.json"), load("fair-flooded.json"), load("flood.json")
 if alone or flooded:
     w("## Fairness: well-behaved clients beside a flood")

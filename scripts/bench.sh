@@ -164,10 +164,13 @@ through_ragchat() {
   ( sleep "$((ramp + secs / 2))"; rss_kib "$ragchat_pid" > "$results/rss-$name.kib" 2>/dev/null ) &
   sampler=$!
   cpu0="$(awk '{print $14 + $15}' "/proc/$ragchat_pid/stat")"
+  # The record path (journal, store) before and after: /health's details (loopback, no auth).
+  curl -fs --max-time 5 "http://127.0.0.1:$ragchat_port/health" > "$results/$name.health0" || true
   t0="$(date +%s%N)"
   loadgen --url "$(ws_url)" "${common[@]}" "$@" --label "$name" --json "$results/$name.json" > "$results/$name.txt" || true
   t1="$(date +%s%N)"
   cpu1="$(awk '{print $14 + $15}' "/proc/$ragchat_pid/stat" 2>/dev/null || echo "$cpu0")"
+  curl -fs --max-time 5 "http://127.0.0.1:$ragchat_port/health" > "$results/$name.health1" || true
   wait "$sampler" 2>/dev/null || true
   echo "$rss0 $cpu0 $cpu1 $(getconf CLK_TCK) $(( (t1 - t0) / 1000000 ))" > "$results/$name.proc"
   cat "$results/$name.txt" >&2

@@ -39,7 +39,11 @@ impl Drop for Backend {
                     .enable_all()
                     .build();
                 let key = std::env::var("RAGCHAT_TEST_QDRANT_API_KEY").ok();
-                let client = qdrant_client::Qdrant::from_url(&url).api_key(key).build();
+                // The pair under test is client 1.20 / server 1.18 (README): no version probe.
+                let client = qdrant_client::Qdrant::from_url(&url)
+                    .api_key(key)
+                    .skip_compatibility_check()
+                    .build();
                 if let (Ok(rt), Ok(client)) = (rt, client) {
                     let _ = rt.block_on(client.delete_collection(collection));
                 }
