@@ -56,6 +56,15 @@ struct Segment {
     settled: mpsc::Sender<u64>,
 }
 
+impl Entry {
+    /// Leaves the entry unsettled for good, for a record that neither the store nor the spool
+    /// took (only the error log has it): the journal keeps it, and the next start moves it into
+    /// the spool.
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for Entry {
     fn drop(&mut self) {
         if self.segment.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {

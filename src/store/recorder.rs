@@ -217,8 +217,9 @@ impl Shared {
         }
     }
 
-    /// Appends to the spool (fsynced) off the runtime.
-    async fn spool(&self, records: Vec<TurnRecord>) {
+    /// Appends to the spool (fsynced) off the runtime; whether the spool has them (else only the
+    /// error log does).
+    async fn spool(&self, records: Vec<TurnRecord>) -> bool {
         let n = records.len() as u64;
         let spool = Arc::clone(&self.spool);
         let result = tokio::task::spawn_blocking(move || {
@@ -234,6 +235,7 @@ impl Shared {
                 for r in &records {
                     tracing::warn!(turn_id = %r.id, "record spooled; it will be replayed");
                 }
+                true
             }
             Ok((Err(e), records)) => {
                 self.stats.degraded.store(true, Ordering::Relaxed);
@@ -241,13 +243,17 @@ impl Shared {
                 for record in &records {
                     self.last_resort(record, &e);
                 }
+                false
             }
-            Err(e) => tracing::error!(error = %e, "spool task failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "spool task failed");
+                false
+            }
         }
     }
 
-    /// Spools queued records, ending their spans and timing them (and settling their journal
-    /// entries once the spool has them).
+    /// Spools queued records, ending their spans and timing them; their journal entries are
+    /// settled once the spool has them, and kept (replayed at the next start) if it failed.
     async fn spool_queued(&self, queued: Vec<Queued>) {
         let mut records = Vec::with_capacity(queued.len());
         let mut ends = Vec::with_capacity(queued.len());
@@ -256,14 +262,18 @@ impl Shared {
             records.push(q.record);
             ends.push((q.span, q.at, q.entry));
         }
-        self.spool(records).await;
-        for (_span, at, _entry) in ends {
+        let spooled = self.spool(records).await;
+        for (_span, at, entry) in ends {
             self.latency.record(at.elapsed().as_secs_f64(), &[]);
+            if let Some(entry) = entry.filter(|_| !spooled) {
+                entry.keep();
+            }
         }
     }
 
-    /// Keeps a record the store refused for good aside (off the runtime: it writes a file).
-    async fn reject(&self, record: TurnRecord, error: &StoreError) {
+    /// Keeps a record the store refused for good aside (off the runtime: it writes a file);
+    /// whether that worked (else only the error log has it).
+    async fn reject(&self, record: TurnRecord, error: &StoreError) -> bool {
         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::error!(error = %error, turn_id = %record.id, "the store refused a record for good");
         let spool = Arc::clone(&self.spool);
@@ -273,9 +283,15 @@ impl Shared {
         })
         .await
         {
-            Ok((Ok(()), _)) => {}
-            Ok((Err(e), record)) => self.last_resort(&record, &e),
-            Err(e) => tracing::error!(error = %e, "spool task failed"),
+            Ok((Ok(()), _)) => true,
+            Ok((Err(e), record)) => {
+                self.last_resort(&record, &e);
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool task failed");
+                false
+            }
         }
     }
 
@@ -299,20 +315,24 @@ impl Shared {
             at,
             entry,
         } = queued;
-        self.deliver_one(record, &span, closing)
+        let kept = self
+            .deliver_one(record, &span, closing)
             .instrument(span.clone())
             .await;
         self.latency.record(at.elapsed().as_secs_f64(), &[]);
-        // In the store or the spool now.
-        drop(entry);
+        // In the store or the spool now; else only in the log, and the journal keeps it too.
+        if let Some(entry) = entry.filter(|_| !kept) {
+            entry.keep();
+        }
     }
 
+    /// Whether the record is in the store, the spool or the rejected file.
     async fn deliver_one(
         &self,
         record: TurnRecord,
         span: &tracing::Span,
         closing: CancellationToken,
-    ) {
+    ) -> bool {
         let deadline = Instant::now() + self.policy.budget;
         let mut attempt = 0;
         loop {
@@ -321,7 +341,7 @@ impl Shared {
                     span.record("retries", i64::from(attempt));
                     self.stats.written.fetch_add(1, Ordering::Relaxed);
                     self.succeeded();
-                    return;
+                    return true;
                 }
                 Err(e) => e,
             };
@@ -840,6 +860,51 @@ mod tests {
         assert!(error.contains("spool is full"), "{error}");
         assert!(spool.is_empty());
         task.finish().await;
+    }
+
+    #[tokio::test]
+    async fn a_journaled_record_that_only_the_log_took_comes_back_at_the_next_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal_files = || {
+            std::fs::read_dir(dir.path())
+                .expect("dir")
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("journal-"))
+                .count()
+        };
+        {
+            // The store takes one record; then it is down and the spool is full.
+            let spool = Arc::new(Spool::open(dir.path(), "t", 10).expect("spool"));
+            let journal = Journal::start(&spool).expect("journal");
+            let store = Arc::new(Flaky::default());
+            let (recorder, task) =
+                Recorder::start(store.clone(), spool, Some(journal), 8, policy(), latency());
+            recorder.record(record("c", "stored")).await;
+            eventually("the store has it", || {
+                store.writes.lock().expect("lock").len() == 1
+            })
+            .await;
+            store.down.store(true, Ordering::SeqCst);
+            recorder.record(record("c", "logged")).await;
+            eventually("given up to the log", || recorder.logged_only() == 1).await;
+            assert_eq!(recorder.status().journaled, 2);
+            task.finish().await;
+            assert_eq!(
+                journal_files(),
+                1,
+                "the journal keeps what only the log has"
+            );
+        }
+        let spool = Spool::open(dir.path(), "t", 1 << 20).expect("reopen");
+        let ids: Vec<String> = spool
+            .read_front(10)
+            .expect("read")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        // The stored record was in the same segment: written again, harmlessly (an upsert).
+        assert_eq!(ids, ["stored", "logged"]);
+        assert_eq!(journal_files(), 0);
     }
 
     #[tokio::test]
