@@ -347,7 +347,7 @@ pub(super) fn leftovers(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::tests::record;
 
@@ -361,7 +361,8 @@ mod tests {
         assert_eq!(parse_segment_name("journal-web.x.jsonl"), None);
     }
 
-    fn journal_files(dir: &Path) -> Vec<String> {
+    /// The journal files in `dir`, sorted.
+    pub(crate) fn journal_files(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .expect("dir")
             .filter_map(|e| e.ok()?.file_name().into_string().ok())

@@ -865,13 +865,7 @@ mod tests {
     #[tokio::test]
     async fn a_journaled_record_that_only_the_log_took_comes_back_at_the_next_start() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let journal_files = || {
-            std::fs::read_dir(dir.path())
-                .expect("dir")
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with("journal-"))
-                .count()
-        };
+        let journal_files = || crate::store::journal::tests::journal_files(dir.path()).len();
         {
             // The store takes one record; then it is down and the spool is full.
             let spool = Arc::new(Spool::open(dir.path(), "t", 10).expect("spool"));

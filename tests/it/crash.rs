@@ -10,30 +10,8 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::cosmos_server::CosmosServer;
-use crate::records::serving_addr;
-use crate::support::{corpus_dir, llm_url, send};
-
-/// The `serve` process on a free port with `args`; its address once it is ready.
-async fn serve(args: &[String]) -> (tokio::process::Child, String) {
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_ragchat"))
-        .arg("serve")
-        .args(args)
-        .args(["--addr", "127.0.0.1:0"])
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("serve starts");
-    let addr = serving_addr(server.stderr.take().expect("stderr")).await;
-    let t = Instant::now();
-    while !reqwest::get(format!("http://{addr}/health/ready"))
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(t.elapsed() < Duration::from_secs(120), "ready in 120 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    (server, addr)
-}
+use crate::records::{ingest_corpus, serve_binary};
+use crate::support::{llm_url, send};
 
 /// `turns` turns over `sockets` sockets, one at a time on each (integration-test mode, one
 /// `done` each); the ids whose `done` arrived.
@@ -117,20 +95,8 @@ async fn sigkill_after_done_loses_no_turn() {
         ]
         .map(String::from),
     );
-    let ingest = tokio::process::Command::new(env!("CARGO_BIN_EXE_ragchat"))
-        .arg("ingest")
-        .arg(corpus_dir())
-        .args(&args)
-        .output()
-        .await
-        .expect("ingest runs");
-    assert!(
-        ingest.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ingest.stderr)
-    );
-
-    let (mut server, addr) = serve(&args).await;
+    ingest_corpus(&args).await;
+    let (mut server, addr) = serve_binary(&args).await;
     // Every record write is throttled from now on (the SDK's own retries, then ours).
     cosmos
         .admin(
@@ -157,7 +123,7 @@ async fn sigkill_after_done_loses_no_turn() {
         .await;
 
     // The restart moves the journal into the spool and replays it.
-    let (mut server, _addr) = serve(&args).await;
+    let (mut server, _addr) = serve_binary(&args).await;
     let t = Instant::now();
     let mut stored = cosmos.ids("crash").await;
     while stored.len() < answered.len() && t.elapsed() < Duration::from_secs(60) {

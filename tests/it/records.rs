@@ -393,7 +393,44 @@ async fn a_misconfigured_container_is_a_clear_start_up_error() {
 
 /// Reads the server's JSON log until its `serving` line and returns the address; keeps draining
 /// the log (echoed to our stderr) so the server never blocks on a full pipe.
-pub async fn serving_addr(stderr: tokio::process::ChildStderr) -> String {
+/// `ragchat ingest` of the fixture corpus with `args`, as a separate process.
+pub async fn ingest_corpus(args: &[String]) {
+    let ingest = tokio::process::Command::new(env!("CARGO_BIN_EXE_ragchat"))
+        .arg("ingest")
+        .arg(support::corpus_dir())
+        .args(args)
+        .output()
+        .await
+        .expect("ingest runs");
+    assert!(
+        ingest.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ingest.stderr)
+    );
+}
+
+/// `ragchat serve` with `args` on a free port (port 0: the server picks one and logs it, so no
+/// race with other tests for a port); the process and its address once it is ready.
+pub async fn serve_binary(args: &[String]) -> (tokio::process::Child, String) {
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_ragchat"))
+        .arg("serve")
+        .args(args)
+        .args(["--addr", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serve starts");
+    let addr = serving_addr(server.stderr.take().expect("stderr")).await;
+    wait_until("the server is ready", async || {
+        reqwest::get(format!("http://{addr}/health/ready"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    (server, addr)
+}
+
+async fn serving_addr(stderr: tokio::process::ChildStderr) -> String {
     use tokio::io::AsyncBufReadExt;
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
@@ -422,7 +459,6 @@ pub async fn serving_addr(stderr: tokio::process::ChildStderr) -> String {
 async fn sigterm_with_twenty_streams_loses_no_turn() {
     let cosmos = CosmosServer::start().await;
     let data = tempfile::tempdir().expect("tempdir");
-    let bin = env!("CARGO_BIN_EXE_ragchat");
     let mut args = cosmos.args("sigterm");
     args.extend([
         "--data-dir".into(),
@@ -444,34 +480,8 @@ async fn sigterm_with_twenty_streams_loses_no_turn() {
         "--turns-per-minute".into(),
         "0".into(),
     ]);
-    let ingest = tokio::process::Command::new(bin)
-        .arg("ingest")
-        .arg(support::corpus_dir())
-        .args(&args)
-        .output()
-        .await
-        .expect("ingest runs");
-    assert!(
-        ingest.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ingest.stderr)
-    );
-    // Port 0: the server picks a free port and logs it (no race with other tests for a port).
-    let mut server = tokio::process::Command::new(bin)
-        .arg("serve")
-        .args(&args)
-        .args(["--addr", "127.0.0.1:0"])
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("serve starts");
-    let addr = serving_addr(server.stderr.take().expect("stderr")).await;
-    wait_until("the server is ready", async || {
-        reqwest::get(format!("http://{addr}/health/ready"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    ingest_corpus(&args).await;
+    let (mut server, addr) = serve_binary(&args).await;
 
     let mut sockets = Vec::new();
     for i in 0..20 {
