@@ -500,9 +500,19 @@ fn sanitize(instance: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::tests::record;
+
+    /// The ids of up to `n` records from the spool's head.
+    pub(crate) fn front_ids(spool: &Spool, n: usize) -> Vec<String> {
+        spool
+            .read_front(n)
+            .expect("read")
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    }
 
     #[test]
     fn append_read_remove_in_order() {
@@ -514,11 +524,10 @@ mod tests {
             .expect("append");
         spool.append(&[record("c", "3")]).expect("append");
         assert_eq!(spool.len(), 3);
-        let ids = |v: Vec<TurnRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
-        assert_eq!(ids(spool.read_front(2).expect("read")), ["1", "2"]);
+        assert_eq!(front_ids(&spool, 2), ["1", "2"]);
         spool.remove_front(2).expect("remove");
         assert_eq!(spool.len(), 1);
-        assert_eq!(ids(spool.read_front(10).expect("read")), ["3"]);
+        assert_eq!(front_ids(&spool, 10), ["3"]);
     }
 
     #[test]
@@ -535,12 +544,7 @@ mod tests {
         // Both owners are gone: a new process with another name adopts both files.
         let c = Spool::open(dir.path(), "c", 1 << 30).expect("open c");
         assert_eq!(c.len(), 2);
-        let mut ids: Vec<String> = c
-            .read_front(10)
-            .expect("read")
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
+        let mut ids = front_ids(&c, 10);
         ids.sort();
         assert_eq!(ids, ["1", "2"]);
     }
@@ -561,13 +565,7 @@ mod tests {
         }
         let spool = Spool::open(dir.path(), "a", 1 << 30).expect("reopen");
         assert_eq!(spool.len(), 7, "the head survives the restart");
-        let ids: Vec<String> = spool
-            .read_front(100)
-            .expect("read")
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        assert_eq!(ids, ["3", "4", "5", "6", "7", "8", "9"]);
+        assert_eq!(front_ids(&spool, 100), ["3", "4", "5", "6", "7", "8", "9"]);
         spool.remove_front(7).expect("remove");
         assert!(spool.is_empty());
         assert_eq!(
