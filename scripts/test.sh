@@ -108,7 +108,8 @@ need_package certutil libnss3-tools
 bin="${CARGO_TARGET_DIR:-target}/debug/ragchat"
 data="$(mktemp -d -t ragchat-browser.XXXXXX)"
 export RAGCHAT_TEST_ARTIFACTS="${RAGCHAT_TEST_ARTIFACTS:-$data}"
-RAGCHAT_DATA_DIR="$data" RAGCHAT_LOG_FORMAT=pretty "$bin" ingest tests/fixtures/corpus >/dev/null
+# The page's server also holds a hostile document (raw HTML, a javascript: link) for the XSS test.
+RAGCHAT_DATA_DIR="$data" RAGCHAT_LOG_FORMAT=pretty "$bin" ingest tests/fixtures/corpus tests/fixtures/hostile >/dev/null
 web_port="$(scripts/free-port.sh)"
 RAGCHAT_DATA_DIR="$data" RAGCHAT_ADDR="127.0.0.1:$web_port" RAGCHAT_LLM_URL="$RAGCHAT_TEST_LLM_URL" \
   RAGCHAT_LLM_MAX_TOKENS=64 RAGCHAT_TOP_K=3 "$bin" serve >"$data/server.log" 2>&1 &

@@ -42,12 +42,8 @@ pub async fn open_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>>
                 .context("loading the embedding model")??;
             Arc::new(embedder)
         }
-        EmbedBackend::OpenAi {
-            url,
-            api_key,
-            model,
-        } => Arc::new(
-            OpenAiEmbedder::connect(url, api_key.as_ref(), model)
+        backend @ (EmbedBackend::OpenAi { .. } | EmbedBackend::Azure { .. }) => Arc::new(
+            OpenAiEmbedder::connect(backend)
                 .await
                 .context("RAGCHAT_EMBED_URL: the embeddings endpoint did not answer")?,
         ),

@@ -17,6 +17,7 @@ use crate::turn::FinishReason;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fakes;
+pub mod feedback;
 mod generate;
 mod history;
 pub mod prompt;
@@ -24,12 +25,13 @@ pub mod protocol;
 mod record;
 mod request;
 mod retrieve;
+pub mod rewrite;
 pub mod session;
 
 pub use record::TurnOutcome;
 pub use request::{TurnRequest, TurnSummary};
 
-use protocol::{ServerFrame, Source, Sources};
+use protocol::{ServerFrame, Sources};
 
 /// What a turn produces, in order: sources, tokens, then one final frame.
 pub enum TurnEvent<'a> {
@@ -50,6 +52,10 @@ pub struct OutputGone;
 pub trait TurnOutput: Send {
     /// Delivers one event.
     async fn emit(&mut self, event: TurnEvent<'_>) -> Result<(), OutputGone>;
+
+    /// The turn's record, before its final frame goes out (a session keeps its recent ones, so
+    /// that `feedback` on them can be recorded).
+    fn recorded(&mut self, _record: &crate::store::TurnRecord) {}
 }
 
 /// How a turn ended.
@@ -131,7 +137,7 @@ pub async fn run_turn(
         Err(ending) => outcome.ending = ending,
         Ok(retrieved) => {
             outcome.retrieved(&retrieved);
-            if request.stream && !send_sources(&request, &outcome.sources, out, &mut watch).await {
+            if request.stream && !send_sources(&request, &outcome, out, &mut watch).await {
                 outcome.ending = Ending::Cancelled;
             } else {
                 let prompt = prompt::for_turn(
@@ -166,11 +172,9 @@ pub async fn run_turn(
     // The record first — on disk when the journal is on (a few milliseconds; the store is not
     // waited for) — then the client hears the end: a crash after `done` cannot lose the turn.
     // A closed socket does not stop the record.
-    state
-        .recorder
-        .record(outcome.record(state.llm.model()))
-        .instrument(span.clone())
-        .await;
+    let record = outcome.record(state.llm.model());
+    out.recorded(&record);
+    state.recorder.record(record).instrument(span.clone()).await;
     let _ = out.emit(TurnEvent::Final(&frame)).await;
     spent
 }
@@ -178,14 +182,15 @@ pub async fn run_turn(
 /// Sends the `sources` frame; false when the turn was cancelled or the client is gone.
 async fn send_sources(
     request: &TurnRequest,
-    sources: &[Source],
+    outcome: &TurnOutcome,
     out: &mut dyn TurnOutput,
     watch: &mut Watch,
 ) -> bool {
     let frame = Sources {
         turn_id: request.turn_id.clone(),
         conversation_id: request.conversation_id.clone(),
-        sources: sources.to_vec(),
+        sources: outcome.sources.clone(),
+        search_query: outcome.search_query.clone().unwrap_or_default(),
     };
     matches!(
         watch.guard(out.emit(TurnEvent::Sources(&frame))).await,

@@ -21,14 +21,14 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 pub use auth::{AuthArgs, AuthConfig, AuthMode, JwtSettings, TrustedProxies};
-pub use chat::ChatConfig;
+pub use chat::{ChatConfig, QueryRewrite};
 pub use embed::{EmbedArgs, EmbedBackend, EmbedderKind};
 pub use index::{
     EdgeSettings, IndexArgs, IndexBackend, IndexConfig, IndexKind, IndexMemory, QdrantSettings,
     RetrievalMode,
 };
 pub use limits::{LimitsArgs, LimitsConfig};
-pub use llm::{LlmArgs, LlmBackend, LlmConfig, LlmProvider};
+pub use llm::{LlmArgs, LlmBackend, LlmConfig, LlmProvider, provider_api};
 pub use server::ServerConfig;
 pub use store::{CosmosSettings, StoreArgs, StoreBackend, StoreConfig, StoreKind};
 pub use telemetry::{OtlpSignals, SignalExporter, TelemetryArgs, TelemetryConfig};

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     LlmUnavailable,
     /// The chat model rejected the request.
     LlmError,
+    /// The chat provider's content filter blocked the question (Azure OpenAI); rephrase it.
+    ContentFilter,
     /// The embedder cannot be reached or failed.
     EmbeddingUnavailable,
     /// The vector index cannot be searched.
@@ -47,7 +49,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         Self::BadRequest,
         Self::TooLarge,
         Self::Unsupported,
@@ -56,6 +58,7 @@ impl ErrorCode {
         Self::Unauthorized,
         Self::LlmUnavailable,
         Self::LlmError,
+        Self::ContentFilter,
         Self::EmbeddingUnavailable,
         Self::RetrievalUnavailable,
         Self::ShuttingDown,
@@ -75,6 +78,7 @@ impl ErrorCode {
             Self::Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED),
             Self::LlmUnavailable => ("llm_unavailable", StatusCode::BAD_GATEWAY),
             Self::LlmError => ("llm_error", StatusCode::BAD_GATEWAY),
+            Self::ContentFilter => ("content_filter", StatusCode::UNPROCESSABLE_ENTITY),
             Self::EmbeddingUnavailable => ("embedding_unavailable", StatusCode::BAD_GATEWAY),
             Self::RetrievalUnavailable => ("retrieval_unavailable", StatusCode::BAD_GATEWAY),
             Self::ShuttingDown => ("shutting_down", StatusCode::SERVICE_UNAVAILABLE),

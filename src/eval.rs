@@ -1,15 +1,20 @@
 //! Retrieval evaluation: labelled questions (which document answers each) run through the
 //! configured embedder and index, scored as recall@k and mean reciprocal rank at the document
-//! level. `ragchat eval` prints the report; `make eval` runs it over the sets in `eval/`.
+//! level. A question may come with the conversation before it (a follow-up): it is then searched
+//! as asked, or — given a chat model — as the standalone query the turn's rewrite makes of it.
+//! `ragchat eval` prints the report; `make eval` runs it over the sets in `eval/`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::chat::protocol::HistoryMessage;
+use crate::chat::rewrite;
 use crate::config::RetrievalMode;
 use crate::embed::{EmbedError, Embedder};
+use crate::llm::ChatModel;
 use crate::retrieval::{IndexError, Query, VectorIndex};
 
 /// Cut-offs reported as recall@k.
@@ -51,6 +56,9 @@ pub enum EvalError {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Case {
+    /// The conversation before the question, oldest first (a follow-up); empty for most.
+    #[serde(default)]
+    pub history: Vec<HistoryMessage>,
     /// The question, as a user would type it.
     pub question: String,
     /// The document that answers it: a path, matched against the end of each hit's `source`
@@ -124,6 +132,9 @@ fn document_rank<'a>(sources: impl IntoIterator<Item = &'a str>, label: &str) ->
 pub struct Outcome {
     /// The question.
     pub question: String,
+    /// What was searched, when it was not the question (a follow-up's rewrite).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_query: Option<String>,
     /// The labelled document.
     pub source: String,
     /// Its rank among the retrieved documents, if retrieved.
@@ -137,6 +148,9 @@ pub struct Outcome {
 pub struct Report {
     /// How chunks were retrieved.
     pub mode: RetrievalMode,
+    /// Follow-ups searched as their rewrite (`None`: as asked): how many were rewritten, and how
+    /// many fell back to the question (the model failed or answered with no query).
+    pub rewrite: Option<RewriteCount>,
     /// Questions asked.
     pub questions: usize,
     /// Share of questions whose document is among the first k documents, for each cut-off.
@@ -149,8 +163,33 @@ pub struct Report {
     pub outcomes: Vec<Outcome>,
 }
 
+/// What the query rewrite did over a question set.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RewriteCount {
+    /// Follow-ups searched as a rewritten query.
+    pub rewritten: usize,
+    /// Follow-ups the model left as they were.
+    pub unchanged: usize,
+    /// Follow-ups searched as asked because the rewrite failed.
+    pub failed: usize,
+}
+
+/// The chat model that rewrites follow-ups, and its time budget per question.
+#[derive(Clone, Copy)]
+pub struct Rewriter<'a> {
+    /// The model.
+    pub llm: &'a dyn ChatModel,
+    /// Longest wait per rewrite.
+    pub timeout: Duration,
+}
+
 impl Report {
-    fn score(mode: RetrievalMode, outcomes: Vec<Outcome>, mut ms: Vec<f64>) -> Self {
+    fn score(
+        mode: RetrievalMode,
+        rewrite: Option<RewriteCount>,
+        outcomes: Vec<Outcome>,
+        mut ms: Vec<f64>,
+    ) -> Self {
         let n = outcomes.len().max(1) as f64;
         let recall = CUTOFFS
             .iter()
@@ -171,6 +210,7 @@ impl Report {
         let search_p50_ms = ms.get(ms.len() / 2).copied().unwrap_or(0.0);
         Self {
             mode,
+            rewrite,
             questions: outcomes.len(),
             recall,
             mrr,
@@ -181,20 +221,39 @@ impl Report {
 }
 
 /// Asks every question of `cases` under each of `modes` (embedding each question once) and
-/// scores where its document ranks. One report per mode, in order.
+/// scores where its document ranks. With a `rewriter`, a question that has history is searched
+/// as its standalone rewrite (the question itself when the rewrite fails, as in a turn). One
+/// report per mode, in order.
 pub async fn run(
     cases: &[Case],
     embedder: &dyn Embedder,
     index: &dyn VectorIndex,
     modes: &[RetrievalMode],
+    rewriter: Option<Rewriter<'_>>,
 ) -> Result<Vec<Report>, EvalError> {
     let mut outcomes = vec![Vec::with_capacity(cases.len()); modes.len()];
     let mut ms = vec![Vec::with_capacity(cases.len()); modes.len()];
+    let mut count = RewriteCount::default();
     for case in cases {
-        let vector = embedder.embed_query(&case.question).await?;
+        let mut search_query = None;
+        if let Some(r) = rewriter.filter(|_| !case.history.is_empty()) {
+            match rewrite::standalone_query(r.llm, &case.history, &case.question, r.timeout).await {
+                Ok(q) if q == case.question.trim() => count.unchanged += 1,
+                Ok(q) => {
+                    count.rewritten += 1;
+                    search_query = Some(q);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, question = %case.question, "rewrite failed");
+                    count.failed += 1;
+                }
+            }
+        }
+        let text = search_query.as_deref().unwrap_or(&case.question);
+        let vector = embedder.embed_query(text).await?;
         for (i, &mode) in modes.iter().enumerate() {
             let query = Query {
-                text: case.question.clone(),
+                text: text.to_owned(),
                 vector: vector.clone(),
                 mode,
             };
@@ -204,17 +263,24 @@ pub async fn run(
             let sources = hits.iter().map(|h| h.payload.source.as_str());
             outcomes[i].push(Outcome {
                 question: case.question.clone(),
+                search_query: search_query.clone(),
                 source: case.source.clone(),
                 rank: document_rank(sources, &case.source),
                 top: hits.first().map(|h| h.payload.source.clone()),
             });
         }
     }
+    let rewrite = rewriter.map(|_| count);
     Ok(modes
         .iter()
         .zip(outcomes.into_iter().zip(ms))
-        .map(|(&mode, (outcomes, ms))| Report::score(mode, outcomes, ms))
+        .map(|(&mode, (outcomes, ms))| Report::score(mode, rewrite, outcomes, ms))
         .collect())
+}
+
+/// Does the set hold follow-ups (questions with history)?
+pub fn has_follow_ups(cases: &[Case]) -> bool {
+    cases.iter().any(|c| !c.history.is_empty())
 }
 
 #[cfg(test)]
@@ -243,12 +309,14 @@ mod tests {
     fn recall_and_mrr() {
         let outcome = |rank| Outcome {
             question: String::new(),
+            search_query: None,
             source: String::new(),
             rank,
             top: None,
         };
         let report = Report::score(
             RetrievalMode::Dense,
+            None,
             vec![
                 outcome(Some(1)),
                 outcome(Some(2)),
@@ -286,10 +354,17 @@ mod tests {
         let sets = [
             ("docs.jsonl", repo.to_owned()),
             ("rare-terms.jsonl", root.join("corpus/rare-terms")),
+            ("follow-ups.jsonl", root.join("corpus/rare-terms")),
         ];
         for (set, corpus) in sets {
             let cases = load(&root.join(set)).expect("parses");
             assert!(cases.len() >= 20, "{set}: {} questions", cases.len());
+            if set == "follow-ups.jsonl" {
+                assert!(
+                    cases.iter().all(|c| !c.history.is_empty()),
+                    "{set}: all follow-ups"
+                );
+            }
             for case in cases {
                 // A renamed document must not silently turn its questions into misses.
                 assert!(

@@ -27,6 +27,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(page::index))
         .route("/app.js", get(page::script))
         .route("/app.css", get(page::style))
+        .route("/vendor/marked.js", get(page::marked))
+        .route("/vendor/purify.js", get(page::purify))
         .route("/ws", get(ws::upgrade))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))

@@ -1,6 +1,7 @@
-//! Ingestion: find `.md`, `.txt` and `.html` files, split them into token-sized chunks with
-//! overlap (markdown-aware for `.md`), embed them and replace each document's chunks in the
-//! index. Unchanged documents are skipped; unreadable ones are reported and skipped.
+//! Ingestion: find `.md`, `.txt`, `.html` and `.pdf` files, split them into token-sized chunks
+//! with overlap (markdown-aware for `.md`; a PDF's chunks know their page), embed them and
+//! replace each document's chunks in the index. Unchanged documents are skipped; unreadable ones
+//! are reported and skipped.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -10,8 +11,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use text_splitter::{ChunkConfig, ChunkSizer, MarkdownSplitter, TextSplitter};
 
+mod pdf;
+
 use crate::embed::Embedder;
-use crate::retrieval::{ChunkPayload, ChunkPoint, IndexWriter, chunk_id};
+use crate::retrieval::{ChunkPayload, ChunkPoint, IndexWriter, IndexedSource, chunk_id};
 
 /// Why ingestion as a whole failed (one bad file does not fail it).
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,10 @@ pub struct Summary {
     pub chunks: usize,
     /// Documents that could not be read, with the reason.
     pub skipped: Vec<Skipped>,
+    /// Documents indexed in part: PDF pages without text (scans) or unreadable, skipped.
+    pub partial: Vec<Skipped>,
+    /// Documents removed because their files are gone (`--prune`).
+    pub pruned: Vec<String>,
     /// Chunks in the index afterwards.
     pub index_total: usize,
     /// Wall time.
@@ -71,9 +78,22 @@ pub struct Document {
     pub markdown: bool,
     /// sha256 of the file's bytes.
     pub hash: String,
+    /// For a PDF: where each page's text starts in `text` (byte offset, 1-based page), in order.
+    pub pages: Vec<(usize, u32)>,
+    /// What was left out of an otherwise readable document (PDF pages without text).
+    pub partial: Option<String>,
 }
 
-const EXTENSIONS: &[&str] = &["md", "markdown", "txt", "html", "htm"];
+/// A piece of a document, ready to embed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    /// Its text.
+    pub text: String,
+    /// The PDF page it starts on.
+    pub page: Option<u32>,
+}
+
+const EXTENSIONS: &[&str] = &["md", "markdown", "txt", "html", "htm", "pdf"];
 
 /// A file to ingest, and the name its chunks carry.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -140,10 +160,6 @@ pub fn source_name(root: &Path, file: &Path) -> String {
 /// Reads a file into a document named `source`; `Err` says why it is skipped.
 pub fn load(path: &Path, source: &str) -> Result<Document, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    if bytes.contains(&0) {
-        return Err("binary file (contains NUL bytes)".into());
-    }
-    let raw = String::from_utf8(bytes.clone()).map_err(|_| "not UTF-8 text".to_owned())?;
     let hash = Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -157,6 +173,13 @@ pub fn load(path: &Path, source: &str) -> Result<Document, String> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if ext == "pdf" {
+        return load_pdf(&bytes, source, file_name, hash);
+    }
+    if bytes.contains(&0) {
+        return Err("binary file (contains NUL bytes)".into());
+    }
+    let raw = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
     let (title, text, markdown) = match ext.as_str() {
         "md" | "markdown" => {
             let title = raw
@@ -182,6 +205,63 @@ pub fn load(path: &Path, source: &str) -> Result<Document, String> {
         text,
         markdown,
         hash,
+        pages: Vec::new(),
+        partial: None,
+    })
+}
+
+/// A PDF as one text with its pages' offsets; pages without text are left out and reported.
+fn load_pdf(
+    bytes: &[u8],
+    source: &str,
+    file_name: String,
+    hash: String,
+) -> Result<Document, String> {
+    let pdf = pdf::extract(bytes)?;
+    let mut text = String::new();
+    let mut pages = Vec::new();
+    let mut empty = Vec::new();
+    for (page, content) in (1u32..).zip(&pdf.pages) {
+        if content.trim().is_empty() {
+            if !pdf.unreadable.contains(&page) {
+                empty.push(page);
+            }
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str("\n\n");
+        }
+        pages.push((text.len(), page));
+        text.push_str(content);
+    }
+    let list = |pages: &[u32]| {
+        pages
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if text.is_empty() {
+        return Err(format!(
+            "no text layer in any of its {} pages (a scan? OCR it first)",
+            pdf.pages.len()
+        ));
+    }
+    let mut notes = Vec::new();
+    if !empty.is_empty() {
+        notes.push(format!("no text on page {} (a scan?)", list(&empty)));
+    }
+    if !pdf.unreadable.is_empty() {
+        notes.push(format!("unreadable page {}", list(&pdf.unreadable)));
+    }
+    Ok(Document {
+        source: source.to_owned(),
+        title: pdf.title.unwrap_or(file_name),
+        text,
+        markdown: false,
+        hash,
+        pages,
+        partial: (!notes.is_empty()).then(|| format!("{}; skipped", notes.join("; "))),
     })
 }
 
@@ -213,31 +293,52 @@ impl ChunkSizer for Sizer<'_> {
     }
 }
 
-/// Splits a document into chunks of at most `tokens` tokens, overlapping by `overlap`.
+/// Splits a document into chunks of at most `tokens` tokens, overlapping by `overlap`. A PDF is
+/// split page by page: each chunk lies on one page, which it names.
 pub fn chunk(
     doc: &Document,
     tokens: usize,
     overlap: usize,
     tokenizer: Option<&tokenizers::Tokenizer>,
-) -> Result<Vec<String>, IngestError> {
-    let config = ChunkConfig::new(tokens)
-        .with_overlap(overlap)
-        .map_err(|e| IngestError::Chunking(e.to_string()))?
-        .with_sizer(Sizer(tokenizer));
-    let chunks: Vec<String> = if doc.markdown {
-        MarkdownSplitter::new(config)
-            .chunks(&doc.text)
-            .map(str::to_owned)
-            .collect()
-    } else {
-        TextSplitter::new(config)
-            .chunks(&doc.text)
-            .map(str::to_owned)
+) -> Result<Vec<Chunk>, IngestError> {
+    let config = || {
+        ChunkConfig::new(tokens)
+            .with_overlap(overlap)
+            .map(|c| c.with_sizer(Sizer(tokenizer)))
+    };
+    config().map_err(|e| IngestError::Chunking(e.to_string()))?;
+    let split = |text: &str, page: Option<u32>| -> Vec<Chunk> {
+        let Ok(config) = config() else {
+            return Vec::new();
+        };
+        let pieces: Vec<&str> = if doc.markdown {
+            MarkdownSplitter::new(config).chunks(text).collect()
+        } else {
+            TextSplitter::new(config).chunks(text).collect()
+        };
+        pieces
+            .into_iter()
+            .filter(|c| !c.trim().is_empty())
+            .map(|c| Chunk {
+                text: c.to_owned(),
+                page,
+            })
             .collect()
     };
-    Ok(chunks
-        .into_iter()
-        .filter(|c| !c.trim().is_empty())
+    if doc.pages.is_empty() {
+        return Ok(split(&doc.text, None));
+    }
+    let ends = doc
+        .pages
+        .iter()
+        .skip(1)
+        .map(|&(start, _)| start)
+        .chain([doc.text.len()]);
+    Ok(doc
+        .pages
+        .iter()
+        .zip(ends)
+        .flat_map(|(&(start, page), end)| split(&doc.text[start..end], Some(page)))
         .collect())
 }
 
@@ -250,6 +351,7 @@ pub async fn run(
     chunk_overlap: usize,
 ) -> Result<Summary, IngestError> {
     let started = Instant::now();
+    let ingested_at = crate::store::now_rfc3339();
     let files = discover(paths)?;
     let mut summary = Summary {
         files: files.len(),
@@ -291,6 +393,13 @@ pub async fn run(
                 continue;
             }
         };
+        if let Some(reason) = &doc.partial {
+            bar.suspend(|| tracing::warn!(path = %path.display(), %reason, "indexed in part"));
+            summary.partial.push(Skipped {
+                path: source.clone(),
+                reason: reason.clone(),
+            });
+        }
         if index.source_hash(&doc.source).await?.as_deref() == Some(doc.hash.as_str()) {
             summary.unchanged += 1;
             bar.inc(1);
@@ -305,21 +414,25 @@ pub async fn run(
             .await
             .map_err(blocking)?
         };
-        let texts = texts?;
-        let vectors = embedder.embed(texts.clone()).await?;
-        let points: Vec<ChunkPoint> = texts
+        let chunks = texts?;
+        let vectors = embedder
+            .embed(chunks.iter().map(|c| c.text.clone()).collect())
+            .await?;
+        let points: Vec<ChunkPoint> = chunks
             .into_iter()
             .zip(vectors)
             .zip(0u32..)
-            .map(|((text, vector), i)| ChunkPoint {
+            .map(|((chunk, vector), i)| ChunkPoint {
                 id: chunk_id(&doc.source, i),
                 vector,
                 payload: ChunkPayload {
                     source: doc.source.clone(),
                     title: doc.title.clone(),
                     chunk_index: i,
-                    text,
+                    text: chunk.text,
                     doc_hash: doc.hash.clone(),
+                    page: chunk.page,
+                    ingested_at: Some(ingested_at.clone()),
                 },
             })
             .collect();
@@ -337,6 +450,40 @@ pub async fn run(
     Ok(summary)
 }
 
+/// Is `source` (a chunk's document name) under `root`, as [`source_name`] names what it finds
+/// there? A root names its own files `ROOT/…` (or the file itself), `.` everything.
+fn under(source: &str, root: &Path) -> bool {
+    let prefix = source_name(root, root);
+    prefix.is_empty()
+        || prefix == "."
+        || source == prefix
+        || source
+            .strip_prefix(prefix.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Removes from `index` the documents under `paths` that no longer exist there (deleted or
+/// renamed files); documents outside those roots are left alone. Returns what it removed.
+pub async fn prune(
+    paths: &[PathBuf],
+    index: &dyn IndexWriter,
+) -> Result<Vec<IndexedSource>, IngestError> {
+    let present: std::collections::HashSet<String> =
+        discover(paths)?.into_iter().map(|f| f.source).collect();
+    let mut removed = Vec::new();
+    for doc in index.sources().await? {
+        if !present.contains(&doc.source) && paths.iter().any(|root| under(&doc.source, root)) {
+            index.replace_source(&doc.source, Vec::new()).await?;
+            tracing::info!(source = %doc.source, chunks = doc.chunks, "pruned");
+            removed.push(doc);
+        }
+    }
+    if !removed.is_empty() {
+        index.finish_ingest().await?;
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,7 +495,13 @@ mod tests {
             text: text.into(),
             markdown,
             hash: String::new(),
+            pages: Vec::new(),
+            partial: None,
         }
+    }
+
+    fn texts(chunks: Vec<Chunk>) -> Vec<String> {
+        chunks.into_iter().map(|c| c.text).collect()
     }
 
     #[test]
@@ -357,7 +510,7 @@ mod tests {
             .map(|i| format!("Sentence number {i} is here."))
             .collect::<Vec<_>>()
             .join(" ");
-        let chunks = chunk(&doc(&text, false), 50, 10, None).expect("chunks");
+        let chunks = texts(chunk(&doc(&text, false), 50, 10, None).expect("chunks"));
         assert!(chunks.len() > 5, "{}", chunks.len());
         for c in &chunks {
             assert!(
@@ -384,7 +537,7 @@ mod tests {
             .map(|i| format!("Word{i}"))
             .collect::<Vec<_>>()
             .join(" ");
-        let chunks = chunk(&doc(&text, false), 40, 15, None).expect("chunks");
+        let chunks = texts(chunk(&doc(&text, false), 40, 15, None).expect("chunks"));
         for pair in chunks.windows(2) {
             let last_word = pair[0].split_whitespace().last().expect("words");
             assert!(pair[1].contains(last_word), "no overlap between {pair:?}");
@@ -398,7 +551,7 @@ mod tests {
             "alpha text. ".repeat(20),
             "beta text. ".repeat(20)
         );
-        let chunks = chunk(&doc(&text, true), 80, 0, None).expect("chunks");
+        let chunks = texts(chunk(&doc(&text, true), 80, 0, None).expect("chunks"));
         assert!(
             chunks.iter().any(|c| c.starts_with("## Beta")),
             "{chunks:#?}"
@@ -445,7 +598,14 @@ mod tests {
     fn discover_filters_extensions_recursively() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
-        for f in ["a/x.md", "a/b/y.HTML", "a/z.txt", "a/skip.pdf", "a/b/noext"] {
+        for f in [
+            "a/x.md",
+            "a/b/y.HTML",
+            "a/z.txt",
+            "a/doc.PDF",
+            "a/skip.docx",
+            "a/b/noext",
+        ] {
             std::fs::write(dir.path().join(f), "t").expect("write");
         }
         let found = discover(&[dir.path().to_owned()]).expect("discovers");
@@ -459,8 +619,98 @@ mod tests {
                     .into_owned()
             })
             .collect();
-        assert_eq!(names, vec!["a/b/y.HTML", "a/x.md", "a/z.txt"]);
+        assert_eq!(names, vec!["a/b/y.HTML", "a/doc.PDF", "a/x.md", "a/z.txt"]);
         assert!(discover(&[dir.path().join("missing")]).is_err());
+    }
+
+    fn pdf_fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/pdf")
+            .join(name)
+    }
+
+    #[test]
+    fn a_pdf_is_read_page_by_page_and_its_chunks_know_their_page() {
+        // Printed by Chromium (Skia's PDF writer) from tests/fixtures/pdf/src/handbook.html.
+        let doc = load(&pdf_fixture("handbook.pdf"), "handbook.pdf").expect("loads");
+        assert_eq!(
+            doc.title, "Saltmere Harbour Handbook",
+            "the PDF's own title"
+        );
+        assert_eq!(doc.pages.iter().map(|p| p.1).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(
+            doc.text.contains("first lit on 3 October"),
+            "ligatures folded: {}",
+            doc.text
+        );
+        assert_eq!(doc.partial, None);
+        let chunks = chunk(&doc, 40, 0, None).expect("chunks");
+        let page_of = |needle: &str| {
+            chunks
+                .iter()
+                .find(|c| c.text.contains(needle))
+                .and_then(|c| c.page)
+        };
+        assert_eq!(page_of("harbour staff of Saltmere"), Some(1));
+        assert_eq!(page_of("Ottilie Brandvold"), Some(2));
+        assert_eq!(page_of("North mole"), Some(3), "{chunks:#?}");
+        assert!(
+            !chunks
+                .iter()
+                .any(|c| c.text.contains("eleven seconds") && c.text.contains("Tide")),
+            "no chunk spans two pages: {chunks:#?}"
+        );
+    }
+
+    #[test]
+    fn two_columns_and_non_latin_text_come_out_in_reading_order() {
+        let doc = load(&pdf_fixture("columns.pdf"), "columns.pdf").expect("loads");
+        let text = doc.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        for phrase in [
+            "Kronen Aufpreis",
+            "visiteurs le dimanche",
+            "Η βιβλιοθήκη του λιμανιού",
+            "official flower of the island",
+        ] {
+            assert!(text.contains(phrase), "{phrase:?} in {text}");
+        }
+        let (left, right) = (text.find("Aufpreis"), text.find("dimanche"));
+        assert!(left < right, "the left column before the right one");
+        for word in ["Fähre nach Østervåg", "7:15 Uhr", "Gepäckstücke"] {
+            assert!(
+                text.contains(word),
+                "no space inside words: {word:?} in {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_scanned_pdf_is_skipped_with_a_reason_and_a_bad_one_does_not_panic() {
+        let err = load(&pdf_fixture("scanned.pdf"), "scanned.pdf").expect_err("no text");
+        assert!(err.contains("no text layer"), "{err}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bad = dir.path().join("bad.pdf");
+        std::fs::write(&bad, b"%PDF-1.4\n1 0 obj << /Type /Catalog >>\ntrailer").expect("write");
+        assert!(load(&bad, "bad.pdf").is_err());
+    }
+
+    #[test]
+    fn pruning_only_touches_documents_under_the_given_roots() {
+        assert!(under("docs/guide.md", Path::new("docs")));
+        assert!(under("docs/sub/a.md", Path::new("./docs")));
+        assert!(!under("docsy/a.md", Path::new("docs")));
+        assert!(!under("README.md", Path::new("docs")));
+        assert!(under("README.md", Path::new(".")));
+        assert!(under(
+            "handbook/leave.md",
+            Path::new("/srv/corpus/handbook")
+        ));
+        assert!(!under(
+            "policies/leave.md",
+            Path::new("/srv/corpus/handbook")
+        ));
+        assert!(under("docs/guide.md", Path::new("docs/guide.md")));
+        assert!(!under("docs/other.md", Path::new("docs/guide.md")));
     }
 
     #[test]

@@ -29,7 +29,8 @@ pub struct ChatMessage {
 pub enum ChatEvent {
     /// The next piece of the answer.
     Token(String),
-    /// Generation ended (`stop` or `length`; never `cancelled`, which only a client causes).
+    /// Generation ended (`stop`, `length` or `content_filter`; never `cancelled`, which only a
+    /// client causes).
     Finish(FinishReason),
     /// Token counts, whenever the endpoint reports them.
     Usage {
@@ -41,10 +42,12 @@ pub enum ChatEvent {
 }
 
 /// A finish reason as an OpenAI-compatible endpoint names it: `length` means the answer hit the
-/// token limit; every other reason (`stop`, `eos`, `tool_calls`, …) means the model ended it.
+/// token limit, `content_filter` that the provider's filter stopped it (Azure OpenAI, OpenAI);
+/// every other reason (`stop`, `eos`, `tool_calls`, …) means the model ended it.
 pub fn finish_reason(wire: &str) -> FinishReason {
     match wire {
         "length" => FinishReason::Length,
+        "content_filter" => FinishReason::ContentFilter,
         _ => FinishReason::Stop,
     }
 }
@@ -69,6 +72,10 @@ pub enum LlmError {
     /// The endpoint rejected the request (4xx).
     #[error("chat model rejected the request: {0}")]
     Rejected(String),
+    /// The provider's content filter refused the prompt (Azure OpenAI: HTTP 400 with code
+    /// `content_filter`).
+    #[error("chat model's content filter refused the prompt: {0}")]
+    ContentFiltered(String),
 }
 
 impl From<LlmError> for ApiError {
@@ -93,6 +100,10 @@ impl From<LlmError> for ApiError {
             LlmError::Rejected(_) => ApiError::new(
                 ErrorCode::LlmError,
                 "the language model refused the request; the server log has the details",
+            ),
+            LlmError::ContentFiltered(_) => ApiError::new(
+                ErrorCode::ContentFilter,
+                "the language model's content filter blocked this question; rephrase it",
             ),
         }
     }
@@ -149,6 +160,15 @@ impl ChatStream {
 pub trait ChatModel: Send + Sync {
     /// Starts generating an answer to `messages`.
     async fn stream(&self, messages: Vec<ChatMessage>) -> Result<ChatStream, LlmError>;
+
+    /// A short answer in one piece, not streamed (the follow-up query rewrite): at most
+    /// `max_tokens`, at temperature 0, within `timeout` from sending to the whole answer.
+    async fn complete(
+        &self,
+        messages: Vec<ChatMessage>,
+        max_tokens: u32,
+        timeout: std::time::Duration,
+    ) -> Result<String, LlmError>;
 
     /// The model name, for records.
     fn model(&self) -> &str;
@@ -212,6 +232,7 @@ mod tests {
     #[test]
     fn only_length_means_the_limit_was_hit() {
         assert_eq!(finish_reason("length"), FinishReason::Length);
+        assert_eq!(finish_reason("content_filter"), FinishReason::ContentFilter);
         for other in ["stop", "eos", "tool_calls", ""] {
             assert_eq!(finish_reason(other), FinishReason::Stop, "{other}");
         }

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use ragchat::app::{self, App};
 use ragchat::chat::protocol::ServerFrame;
 use ragchat::chat::{OutputGone, TurnEvent, TurnOutput, TurnRequest, run_turn, turn_span};
-use ragchat::config::{Config, ConfigArgs, RetrievalMode, TelemetryConfig};
+use ragchat::config::{Config, ConfigArgs, QueryRewrite, RetrievalMode, TelemetryConfig};
 use ragchat::embed::Embedder;
 use ragchat::retrieval::IndexTransfer;
 use ragchat::telemetry::MetricExporters;
@@ -34,14 +34,18 @@ struct Cli {
 enum Command {
     /// Serve the WebSocket chat, the test page and health endpoints.
     Serve,
-    /// Load, chunk, embed and index documents (.md, .txt, .html; directories recursively).
+    /// Load, chunk, embed and index documents (.md, .txt, .html, .pdf; directories
+    /// recursively).
     Ingest {
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Also remove the indexed documents under these paths that no longer exist there.
+        #[arg(long)]
+        prune: bool,
     },
-    /// Move the index between backends: export every chunk (id, vector, payload) to a JSON-lines
-    /// file, or import such a file (e.g. from the embedded index into a Qdrant server).
+    /// Look after the index: list or remove its documents, or move it between backends (export
+    /// every chunk to a JSON-lines file, import such a file).
     Index {
         #[command(subcommand)]
         action: IndexAction,
@@ -84,6 +88,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum IndexAction {
+    /// List the indexed documents with their chunk counts and ingest times (JSON lines when
+    /// stdout is not a terminal).
+    Sources,
+    /// Remove documents (by their name in sources, as `index sources` lists it) and their chunks.
+    Remove {
+        /// Document names.
+        #[arg(required = true)]
+        sources: Vec<String>,
+    },
     /// Write the configured index to FILE (`-` for stdout).
     Export {
         /// Destination.
@@ -153,7 +166,7 @@ async fn dispatch(cli: Cli, exporters: MetricExporters) -> anyhow::Result<()> {
             records(&cli.config.validate()?, last, conversation).await
         }
         Command::Serve => serve(cli.config.validate()?, exporters).await,
-        Command::Ingest { paths } => ingest(&cli.config.validate()?, &paths).await,
+        Command::Ingest { paths, prune } => ingest(&cli.config.validate()?, &paths, prune).await,
         Command::Index { action } => index(&cli.config.validate()?, action).await,
         Command::Eval { sets, json } => eval(&cli.config.validate()?, &sets, json).await,
         Command::Ask { question } => ask(cli.config.validate()?, question).await,
@@ -205,9 +218,9 @@ async fn serve(config: Config, exporters: MetricExporters) -> anyhow::Result<()>
     app.serve(listener, app::shutdown_signal()).await
 }
 
-async fn ingest(config: &Config, paths: &[PathBuf]) -> anyhow::Result<()> {
+async fn ingest(config: &Config, paths: &[PathBuf], prune: bool) -> anyhow::Result<()> {
     let (embedder, index) = open_for_indexing(config).await?;
-    let summary = ragchat::ingest::run(
+    let mut summary = ragchat::ingest::run(
         paths,
         embedder.as_ref(),
         index.as_ref(),
@@ -215,23 +228,35 @@ async fn ingest(config: &Config, paths: &[PathBuf]) -> anyhow::Result<()> {
         config.index.chunk_overlap,
     )
     .await?;
+    if prune {
+        summary.pruned = ragchat::ingest::prune(paths, index.as_ref())
+            .await?
+            .into_iter()
+            .map(|doc| doc.source)
+            .collect();
+        summary.index_total = index.count().await?;
+    }
     if !std::io::stdout().is_terminal() {
         println!("{}", serde_json::to_string(&summary)?);
         return Ok(());
     }
     println!(
-        "indexed {} of {} files ({} chunks), {} unchanged, {} skipped; the index holds {} chunks \
-         ({} ms)",
+        "indexed {} of {} files ({} chunks), {} unchanged, {} skipped, {} pruned; the index \
+         holds {} chunks ({} ms)",
         summary.indexed,
         summary.files,
         summary.chunks,
         summary.unchanged,
         summary.skipped.len(),
+        summary.pruned.len(),
         summary.index_total,
         summary.elapsed_ms
     );
     for s in &summary.skipped {
         println!("  skipped {}: {}", s.path, s.reason);
+    }
+    for source in &summary.pruned {
+        println!("  pruned {source}");
     }
     Ok(())
 }
@@ -242,6 +267,42 @@ async fn index(config: &Config, action: IndexAction) -> anyhow::Result<()> {
     let (_, index) = open_for_indexing(config).await?;
     let stdio = |p: &PathBuf| p.as_os_str() == "-";
     match action {
+        IndexAction::Sources => {
+            let docs = index.sources().await?;
+            let terminal = std::io::stdout().is_terminal();
+            for doc in &docs {
+                if terminal {
+                    println!(
+                        "{:>6}  {:<24}  {}",
+                        doc.chunks,
+                        doc.ingested_at.as_deref().unwrap_or("-"),
+                        doc.source
+                    );
+                } else {
+                    println!("{}", serde_json::to_string(doc)?);
+                }
+            }
+            eprintln!("{} documents in {}", docs.len(), index.describe());
+        }
+        IndexAction::Remove { sources } => {
+            let indexed = index.sources().await?;
+            let mut missing = Vec::new();
+            for source in &sources {
+                match indexed.iter().find(|d| &d.source == source) {
+                    Some(doc) => {
+                        index.replace_source(source, Vec::new()).await?;
+                        eprintln!("removed {source} ({} chunks)", doc.chunks);
+                    }
+                    None => missing.push(source.as_str()),
+                }
+            }
+            index.finish_ingest().await?;
+            anyhow::ensure!(
+                missing.is_empty(),
+                "not in the index (see `ragchat index sources`): {}",
+                missing.join(", ")
+            );
+        }
         IndexAction::Export { file } => {
             let n = if stdio(&file) {
                 transfer::export(index.as_ref(), std::io::stdout().lock()).await?
@@ -279,21 +340,39 @@ async fn eval(config: &Config, sets: &[PathBuf], json: bool) -> anyhow::Result<(
         index.describe()
     );
     let modes = [RetrievalMode::Dense, RetrievalMode::Hybrid];
+    // Follow-ups are scored as asked and, unless RAGCHAT_QUERY_REWRITE=off, as the chat model
+    // rewrites them (as a turn would).
+    let llm = match config.chat.query_rewrite {
+        QueryRewrite::Auto => Some(app::open_llm(config)?),
+        QueryRewrite::Off => None,
+    };
+    let rewriter = llm.as_deref().map(|llm| ragchat::eval::Rewriter {
+        llm,
+        timeout: std::time::Duration::from_millis(config.chat.query_rewrite_timeout_ms),
+    });
     if !json {
         println!(
-            "{:<28} {:<7} {:>4} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9}",
+            "{:<28} {:<10} {:>4} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9}",
             "set", "mode", "n", "R@1", "R@3", "R@5", "R@10", "MRR", "search ms"
         );
     }
     for set in sets {
         let cases = ragchat::eval::load(set)?;
-        let reports = ragchat::eval::run(&cases, embedder.as_ref(), index.as_ref(), &modes).await?;
+        let mut runs = vec![None];
+        if ragchat::eval::has_follow_ups(&cases) && rewriter.is_some() {
+            runs.push(rewriter);
+        }
         let name = set.display().to_string();
-        for report in reports {
-            if json {
-                println!("{}", serde_json::json!({ "set": name, "report": report }));
-            } else {
-                print_report(&name, &report);
+        for rewriter in runs {
+            let reports =
+                ragchat::eval::run(&cases, embedder.as_ref(), index.as_ref(), &modes, rewriter)
+                    .await?;
+            for report in reports {
+                if json {
+                    println!("{}", serde_json::json!({ "set": name, "report": report }));
+                } else {
+                    print_report(&name, &report);
+                }
             }
         }
     }
@@ -302,9 +381,12 @@ async fn eval(config: &Config, sets: &[PathBuf], json: bool) -> anyhow::Result<(
 
 fn print_report(name: &str, report: &ragchat::eval::Report) {
     let r = |k: usize| report.recall.get(&k).copied().unwrap_or(0.0);
+    let mode = match report.rewrite {
+        Some(_) => format!("{}+rw", report.mode),
+        None => report.mode.to_string(),
+    };
     println!(
-        "{name:<28} {:<7} {:>4} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>9.2}",
-        report.mode.to_string(),
+        "{name:<28} {mode:<10} {:>4} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>9.2}",
         report.questions,
         r(1),
         r(3),
@@ -313,10 +395,21 @@ fn print_report(name: &str, report: &ragchat::eval::Report) {
         report.mrr,
         report.search_p50_ms
     );
+    if let Some(count) = report.rewrite {
+        println!(
+            "    rewrite: {} rewritten, {} unchanged, {} failed (searched as asked)",
+            count.rewritten, count.unchanged, count.failed
+        );
+    }
     for o in report.outcomes.iter().filter(|o| o.rank != Some(1)) {
         let rank = o.rank.map_or("-".to_owned(), |r| r.to_string());
+        let searched = o
+            .search_query
+            .as_deref()
+            .map(|q| format!(" → {q:?}"))
+            .unwrap_or_default();
         println!(
-            "    rank {rank:>2}  {}  (wanted {}, got {})",
+            "    rank {rank:>2}  {}{searched}  (wanted {}, got {})",
             o.question,
             o.source,
             o.top.as_deref().unwrap_or("nothing")

@@ -44,6 +44,53 @@ pub struct ChunkPayload {
     pub text: String,
     /// sha256 of the whole document, to skip unchanged files on re-ingest.
     pub doc_hash: String,
+    /// The page of a PDF the chunk starts on, from 1 (absent for other documents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    /// When the document was ingested (RFC 3339, UTC); absent in chunks of older indexes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingested_at: Option<String>,
+}
+
+/// An indexed document, as `ragchat index sources` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IndexedSource {
+    /// Its name in sources and citations.
+    pub source: String,
+    /// Its chunks in the index.
+    pub chunks: usize,
+    /// When it was last ingested, if the index knows.
+    pub ingested_at: Option<String>,
+}
+
+/// The two payload fields a listing of documents reads.
+#[derive(Debug, Deserialize)]
+struct SourceEntry {
+    source: String,
+    #[serde(default)]
+    ingested_at: Option<String>,
+}
+
+/// Counts chunks per document, from their payloads (JSON objects with `source` and, in newer
+/// indexes, `ingested_at`); sorted by source.
+fn tally(
+    into: &mut std::collections::BTreeMap<String, IndexedSource>,
+    payload: serde_json::Value,
+) -> Result<(), IndexError> {
+    let entry: SourceEntry = serde_json::from_value(payload)
+        .map_err(|e| IndexError::Engine(format!("unexpected payload: {e}")))?;
+    let doc = into
+        .entry(entry.source.clone())
+        .or_insert_with(|| IndexedSource {
+            source: entry.source,
+            chunks: 0,
+            ingested_at: None,
+        });
+    doc.chunks += 1;
+    if entry.ingested_at > doc.ingested_at {
+        doc.ingested_at = entry.ingested_at;
+    }
+    Ok(())
 }
 
 /// A chunk ready to upsert.
@@ -127,9 +174,13 @@ pub trait IndexWriter: VectorIndex {
     /// The `doc_hash` stored for `source`, if the source is indexed.
     async fn source_hash(&self, source: &str) -> Result<Option<String>, IndexError>;
 
-    /// Replaces every chunk of `source` with `points` (none left behind from an older version).
+    /// Replaces every chunk of `source` with `points` (none left behind from an older version;
+    /// no points removes the document).
     async fn replace_source(&self, source: &str, points: Vec<ChunkPoint>)
     -> Result<(), IndexError>;
+
+    /// Every indexed document with its chunk count and ingest time, sorted by source.
+    async fn sources(&self) -> Result<Vec<IndexedSource>, IndexError>;
 
     /// Builds search structures and makes writes durable after a batch of ingestion.
     async fn finish_ingest(&self) -> Result<(), IndexError>;
@@ -163,6 +214,32 @@ impl From<IndexError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documents_are_tallied_from_payloads_with_or_without_an_ingest_time() {
+        let mut docs = std::collections::BTreeMap::new();
+        for payload in [
+            serde_json::json!({"source":"b.md","ingested_at":"2026-12-01T10:00:00.000Z","text":"x"}),
+            serde_json::json!({"source":"a.md"}),
+            serde_json::json!({"source":"b.md","ingested_at":"2026-12-02T10:00:00.000Z"}),
+        ] {
+            tally(&mut docs, payload).expect("tallies");
+        }
+        let docs: Vec<IndexedSource> = docs.into_values().collect();
+        assert_eq!(docs[0].source, "a.md");
+        assert_eq!((docs[0].chunks, docs[0].ingested_at.as_deref()), (1, None));
+        assert_eq!(
+            (docs[1].chunks, docs[1].ingested_at.as_deref()),
+            (2, Some("2026-12-02T10:00:00.000Z"))
+        );
+        assert!(
+            tally(
+                &mut std::collections::BTreeMap::new(),
+                serde_json::json!({})
+            )
+            .is_err()
+        );
+    }
 
     #[test]
     fn chunk_ids_are_deterministic_and_distinct() {

@@ -52,6 +52,9 @@ pub struct RecordSource {
     pub chunk_id: String,
     /// Document path.
     pub source: String,
+    /// The PDF page the chunk starts on (absent for other documents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
     /// Similarity, to 6 decimals (a 64-bit number, so every store and reader sees the same
     /// digits).
     pub score: f64,
@@ -64,6 +67,18 @@ pub struct RecordError {
     pub code: ErrorCode,
     /// Message, as sent to the client.
     pub message: String,
+}
+
+/// A user's rating of an answer (`feedback` frame), kept on the turn's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnFeedback {
+    /// `up` or `down`.
+    pub rating: crate::chat::protocol::Rating,
+    /// The user's comment, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// When it was given (RFC 3339, UTC); a later rating replaces an earlier one.
+    pub at: String,
 }
 
 /// One JSON record per turn. docs/records.md documents every field; every backend stores this
@@ -93,6 +108,10 @@ pub struct TurnRecord {
     pub finish_reason: Option<FinishReason>,
     /// The sources shown to the model.
     pub sources: Vec<RecordSource>,
+    /// What was searched: the question, or a follow-up's standalone rewrite. Absent when the
+    /// turn ended before searching, and in records written by earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_query: Option<String>,
     /// Source numbers the answer cites.
     pub citations: Vec<u32>,
     /// Model name.
@@ -111,6 +130,9 @@ pub struct TurnRecord {
     /// records written before 0.2 and by a build without tracing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The user's rating of the answer, once given (absent until then, and in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<TurnFeedback>,
 }
 
 /// Why a store operation failed.
@@ -209,6 +231,7 @@ pub(crate) mod tests {
             error: None,
             finish_reason: Some(FinishReason::Stop),
             sources: Vec::new(),
+            search_query: None,
             citations: Vec::new(),
             model: "m".into(),
             usage: Usage::default(),
@@ -217,6 +240,7 @@ pub(crate) mod tests {
             completed_at: now_rfc3339(),
             app_version: "test".into(),
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            feedback: None,
         }
     }
 

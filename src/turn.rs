@@ -14,6 +14,9 @@ pub enum FinishReason {
     Length,
     /// The client (or shutdown) cancelled the turn.
     Cancelled,
+    /// The provider's content filter stopped the answer (Azure OpenAI); `answer` is what came
+    /// before it.
+    ContentFilter,
 }
 
 impl FinishReason {
@@ -23,6 +26,7 @@ impl FinishReason {
             Self::Stop => "stop",
             Self::Length => "length",
             Self::Cancelled => "cancelled",
+            Self::ContentFilter => "content_filter",
         }
     }
 }
@@ -39,8 +43,12 @@ pub struct Usage {
 /// Where the turn's time went, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Timings {
-    /// Embedding the question.
+    /// Embedding the question (and its rewritten search query, when there is one).
     pub embed: f64,
+    /// Rewriting a follow-up into a standalone search query; absent when there was none (no
+    /// history, or `RAGCHAT_QUERY_REWRITE=off`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<f64>,
     /// Searching the index.
     pub retrieve: f64,
     /// From the ask to the first token (null when no token came).

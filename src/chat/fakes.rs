@@ -32,6 +32,8 @@ use crate::turn::FinishReason;
 pub struct FakeEmbedder {
     /// Fail every call.
     pub fail: bool,
+    /// Every text it was asked to embed.
+    pub seen: Arc<Mutex<Vec<String>>>,
 }
 
 #[async_trait]
@@ -43,6 +45,10 @@ impl Embedder for FakeEmbedder {
         "fake-embedder".into()
     }
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(texts.iter().cloned());
         if self.fail {
             return Err(EmbedError::Upstream("connection refused".into()));
         }
@@ -58,6 +64,8 @@ impl Embedder for FakeEmbedder {
 pub struct FakeIndex {
     /// Fail every search.
     pub fail: bool,
+    /// The text of every query searched.
+    pub queries: Arc<Mutex<Vec<String>>>,
 }
 
 #[async_trait]
@@ -68,7 +76,11 @@ impl VectorIndex for FakeIndex {
     fn describe(&self) -> String {
         "fake-index".into()
     }
-    async fn search(&self, _: Query, k: usize) -> Result<Vec<Hit>, IndexError> {
+    async fn search(&self, query: Query, k: usize) -> Result<Vec<Hit>, IndexError> {
+        self.queries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(query.text);
         if self.fail {
             return Err(IndexError::Engine(
                 "the index at /srv/secret/index is gone".into(),
@@ -83,6 +95,8 @@ impl VectorIndex for FakeIndex {
                 chunk_index: 0,
                 text: format!("Fact number {n}."),
                 doc_hash: "h".into(),
+                page: None,
+                ingested_at: None,
             },
         };
         Ok((1..=2).map(hit).take(k).collect())
@@ -125,6 +139,10 @@ pub struct FakeLlm {
     pub dropped: Arc<AtomicBool>,
     /// Every prompt it was given.
     pub prompts: Arc<Mutex<Vec<Vec<ChatMessage>>>>,
+    /// What `complete` answers (the query rewrite); `None`: it fails.
+    pub completion: Option<String>,
+    /// Every prompt `complete` was given.
+    pub completions: Arc<Mutex<Vec<Vec<ChatMessage>>>>,
 }
 
 impl FakeLlm {
@@ -135,7 +153,15 @@ impl FakeLlm {
             panic: false,
             dropped: Arc::new(AtomicBool::new(false)),
             prompts: Arc::default(),
+            completion: None,
+            completions: Arc::default(),
         }
+    }
+
+    /// Answers `complete` with `reply`.
+    pub fn completing(mut self, reply: &str) -> Self {
+        self.completion = Some(reply.to_owned());
+        self
     }
 
     /// Panics when asked: a bug in a turn.
@@ -186,6 +212,20 @@ impl ChatModel for FakeLlm {
             }
         });
         Ok(ChatStream::new(events.boxed()))
+    }
+    async fn complete(
+        &self,
+        messages: Vec<ChatMessage>,
+        _: u32,
+        _: Duration,
+    ) -> Result<String, LlmError> {
+        self.completions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(messages);
+        self.completion
+            .clone()
+            .ok_or_else(|| LlmError::Unavailable("connection refused".into()))
     }
     fn model(&self) -> &str {
         "fake-model"

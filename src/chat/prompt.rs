@@ -95,8 +95,10 @@ pub fn build(
         context.push_str("(no sources were found)\n");
     }
     for s in sources {
+        // "(handbook.pdf p. 12)" for a PDF, so the model can name the page.
+        let page = s.page.map(|p| format!(" p. {p}")).unwrap_or_default();
         context.push_str(&format!(
-            "[{}] {} ({})\n{}\n\n",
+            "[{}] {} ({}{page})\n{}\n\n",
             s.n,
             inert(&s.title),
             inert(&s.source),
@@ -181,6 +183,7 @@ mod tests {
             chunk_id: format!("id{n}"),
             source: format!("docs/{n}.md"),
             title: format!("Doc {n}"),
+            page: None,
             text: text.into(),
             score: 0.9,
         }
@@ -222,7 +225,10 @@ mod tests {
 
     #[test]
     fn prompt_numbers_sources_and_ends_with_the_question() {
-        let sources = [source(1, "Alpha fact."), source(2, "Beta fact.")];
+        let mut pdf = source(2, "Beta fact.");
+        pdf.source = "docs/2.pdf".into();
+        pdf.page = Some(12);
+        let sources = [source(1, "Alpha fact."), pdf];
         let history = [msg(Role::User, "earlier"), msg(Role::Assistant, "reply")];
         let messages = build(DEFAULT_INSTRUCTIONS, &sources, &history, "What is beta?");
         assert_eq!(messages.len(), 4);
@@ -239,7 +245,11 @@ mod tests {
             last.content
                 .starts_with("<context>\n[1] Doc 1 (docs/1.md)\nAlpha fact.")
         );
-        assert!(last.content.contains("[2] Doc 2 (docs/2.md)\nBeta fact."));
+        assert!(
+            last.content
+                .contains("[2] Doc 2 (docs/2.pdf p. 12)\nBeta fact."),
+            "a PDF source names its page"
+        );
         assert!(
             last.content
                 .ends_with("</context>\n\nQuestion: What is beta?")

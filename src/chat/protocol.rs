@@ -21,6 +21,44 @@ pub enum ClientFrame {
     Ask(Ask),
     /// Stop the running turn.
     Cancel(Cancel),
+    /// Rate an answer: thumbs up or down, with an optional comment. Recorded on the turn.
+    Feedback(Feedback),
+}
+
+/// `{"type":"feedback","turn_id":…,"rating":"up"|"down","comment":…}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Feedback {
+    /// The turn rated: one of this socket's, or of `conversation_id`.
+    pub turn_id: String,
+    /// The turn's conversation. Needed only for a turn answered on an earlier socket (after a
+    /// reconnect); absent, the turn is one of this socket's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    /// Was the answer good?
+    pub rating: Rating,
+    /// What was good or wrong, in the user's words (at most `MAX_FEEDBACK_COMMENT_CHARS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// Longest feedback comment, in characters.
+pub const MAX_FEEDBACK_COMMENT_CHARS: usize = 2000;
+
+/// A thumbs up or down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Rating {
+    /// Good answer.
+    Up,
+    /// Bad answer.
+    Down,
+}
+
+/// `feedback_saved`: the rating is on the turn's record (journaled; the store has it soon).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FeedbackSaved {
+    /// The turn rated.
+    pub turn_id: String,
 }
 
 /// `{"type":"auth","token":…}`.
@@ -103,6 +141,8 @@ pub enum ServerFrame {
     Done(Box<Done>),
     /// A request failed; for a turn, this ends it.
     Error(ErrorFrame),
+    /// A `feedback` frame was recorded.
+    FeedbackSaved(FeedbackSaved),
 }
 
 /// `ready`: the protocol and the limits this server enforces.
@@ -143,6 +183,9 @@ pub struct Sources {
     pub conversation_id: String,
     /// Numbered sources; the answer cites them as `[n]`.
     pub sources: Vec<Source>,
+    /// What was searched: the question, or — for a follow-up, when `RAGCHAT_QUERY_REWRITE=auto`
+    /// — the standalone query the model rewrote it into.
+    pub search_query: String,
 }
 
 /// One retrieved chunk.
@@ -156,6 +199,9 @@ pub struct Source {
     pub source: String,
     /// Title of the document.
     pub title: String,
+    /// The page of a PDF the chunk starts on, from 1; absent for other documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
     /// The chunk's text.
     pub text: String,
     /// Relevance to the question, higher is better: cosine similarity with dense retrieval, the
@@ -195,6 +241,10 @@ pub struct Done {
     /// The sources, only when the turn did not stream (test mode or `stream:false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources: Option<Vec<Source>>,
+    /// What was searched (as in `sources`), only when the turn did not stream and got as far
+    /// as searching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_query: Option<String>,
     /// The turn's OpenTelemetry trace id (32 hex digits): quote it in a bug report, an operator
     /// finds the turn's trace and record with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,6 +266,10 @@ pub struct ErrorFrame {
     /// The trace id of the turn it ends, when a turn ran (as in `done`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The turn whose `feedback` frame this refuses (the refusal ends no turn: its `turn_id`
+    /// is null).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback_for: Option<String>,
 }
 
 impl ErrorFrame {
@@ -227,6 +281,7 @@ impl ErrorFrame {
             message: error.message,
             retry_after_ms: error.retry_after_ms,
             trace_id: None,
+            feedback_for: None,
         }
     }
 }
@@ -272,11 +327,14 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ApiError> {
         .and_then(|t| t.as_str())
         .map(str::to_owned)
         .ok_or_else(|| ApiError::bad_request("a frame must be an object with a string \"type\""))?;
-    if !matches!(kind.as_str(), "ask" | "cancel" | "auth") {
+    if !matches!(kind.as_str(), "ask" | "cancel" | "auth" | "feedback") {
         let shown: String = kind.chars().take(40).collect();
         return Err(ApiError::new(
             ErrorCode::Unsupported,
-            format!("unknown frame type {shown:?}; expected \"ask\", \"cancel\" or \"auth\""),
+            format!(
+                "unknown frame type {shown:?}; expected \"ask\", \"cancel\", \"feedback\" \
+                 or \"auth\""
+            ),
         ));
     }
     serde_json::from_value(value).map_err(|e| {
@@ -334,6 +392,7 @@ mod tests {
             chunk_id: "6f1c0b1e-0000-5000-8000-000000000000".into(),
             source: "docs/a.md".into(),
             title: "A".into(),
+            page: Some(3),
             text: "text \"quoted\" ünïcode".into(),
             score: 0.5,
         };
@@ -354,6 +413,7 @@ mod tests {
                 turn_id: "t1".into(),
                 conversation_id: "c1".into(),
                 sources: vec![source.clone()],
+                search_query: "When was it first lit?".into(),
             }),
             ServerFrame::Token(Token {
                 turn_id: "t1".into(),
@@ -372,12 +432,14 @@ mod tests {
                 },
                 timings_ms: Timings {
                     embed: 1.5,
+                    rewrite: Some(310.0),
                     retrieve: 0.25,
                     ttft: Some(12.0),
                     generate: 100.0,
                     total: 120.0,
                 },
                 sources: Some(vec![source]),
+                search_query: Some("When was the Saltmere lighthouse first lit?".into()),
                 trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
             })),
             ServerFrame::Error(ErrorFrame {
@@ -386,6 +448,14 @@ mod tests {
                 message: "a turn is running".into(),
                 retry_after_ms: Some(1000),
                 trace_id: None,
+                feedback_for: None,
+            }),
+            ServerFrame::Error(ErrorFrame {
+                feedback_for: Some("t1".into()),
+                ..ErrorFrame::new(None, ApiError::bad_request("no turn \"t1\""))
+            }),
+            ServerFrame::FeedbackSaved(FeedbackSaved {
+                turn_id: "t1".into(),
             }),
         ]
     }

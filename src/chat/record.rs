@@ -21,6 +21,8 @@ pub struct TurnOutcome {
     pub streamed: bool,
     /// The sources shown to the model.
     pub sources: Vec<Source>,
+    /// What was searched, once the turn got that far.
+    pub search_query: Option<String>,
     /// Earlier question-and-answer pairs the prompt included.
     pub history_turns: u32,
     /// The answer, partial unless it completed.
@@ -42,6 +44,7 @@ impl TurnOutcome {
             turn,
             streamed,
             sources: Vec::new(),
+            search_query: None,
             history_turns: 0,
             answer: String::new(),
             usage: Usage::default(),
@@ -66,7 +69,9 @@ impl TurnOutcome {
     /// Takes in what retrieval found.
     pub fn retrieved(&mut self, retrieved: &Retrieved) {
         self.sources.clone_from(&retrieved.sources);
+        self.search_query = Some(retrieved.search_query.clone());
         self.timings.embed = retrieved.embed_ms;
+        self.timings.rewrite = retrieved.rewrite_ms;
         self.timings.retrieve = retrieved.retrieve_ms;
     }
 
@@ -112,6 +117,11 @@ impl TurnOutcome {
             usage: self.usage,
             timings_ms: self.timings,
             sources: (!self.streamed).then(|| self.sources.clone()),
+            search_query: if self.streamed {
+                None
+            } else {
+                self.search_query.clone()
+            },
             trace_id: self.trace_id.clone(),
         }))
     }
@@ -201,6 +211,7 @@ impl TurnOutcome {
             error,
             finish_reason,
             sources: self.sources.iter().map(record_source).collect(),
+            search_query: self.search_query,
             citations,
             model: model.to_owned(),
             usage: self.usage,
@@ -209,6 +220,7 @@ impl TurnOutcome {
             completed_at: now_rfc3339(),
             app_version: crate::VERSION.to_owned(),
             trace_id: self.trace_id,
+            feedback: None,
         }
     }
 }
@@ -219,6 +231,7 @@ fn record_source(s: &Source) -> RecordSource {
         n: s.n,
         chunk_id: s.chunk_id.clone(),
         source: s.source.clone(),
+        page: s.page,
         score: (f64::from(s.score) * 1e6).round() / 1e6,
     }
 }
@@ -246,6 +259,7 @@ mod tests {
                 chunk_id: "id1".into(),
                 source: "docs/a.md".into(),
                 title: "A".into(),
+                page: None,
                 text: "alpha".into(),
                 score: 0.123_456_79,
             }],
@@ -298,6 +312,7 @@ mod tests {
             FinishReason::Stop,
             FinishReason::Length,
             FinishReason::Cancelled,
+            FinishReason::ContentFilter,
         ] {
             assert_eq!(serde_json::json!(reason), reason.as_str());
         }

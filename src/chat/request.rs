@@ -64,11 +64,11 @@ impl TurnRequest {
         let conversation_id = ask
             .conversation_id
             .unwrap_or_else(|| conversation_id.to_owned());
-        let (user, client_user, store_conversation_id) = if principal.is_anonymous() {
-            (ask.user, None, conversation_id.clone())
+        let store_conversation_id = store_conversation_id(&principal, &conversation_id);
+        let (user, client_user) = if principal.is_anonymous() {
+            (ask.user, None)
         } else {
-            let scoped = format!("{}.{conversation_id}", owner_prefix(&principal));
-            (Some(principal.id().to_owned()), ask.user, scoped)
+            (Some(principal.id().to_owned()), ask.user)
         };
         Ok(Self {
             history_from_store,
@@ -83,6 +83,16 @@ impl TurnRequest {
             client_user,
             stream: ask.stream.unwrap_or(true) && !limits.test_mode,
         })
+    }
+}
+
+/// The conversation as the store keeps it: the client's id when everyone is anonymous, else
+/// prefixed with [`owner_prefix`], so no principal reaches another's conversation.
+pub fn store_conversation_id(principal: &Principal, conversation_id: &str) -> String {
+    if principal.is_anonymous() {
+        conversation_id.to_owned()
+    } else {
+        format!("{}.{conversation_id}", owner_prefix(principal))
     }
 }
 
@@ -193,6 +203,8 @@ mod tests {
             max_history_message_chars: 5,
             history_tokens: 100,
             system_prompt: None,
+            query_rewrite: crate::config::QueryRewrite::Auto,
+            query_rewrite_timeout_ms: 4000,
         }
     }
 

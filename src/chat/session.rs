@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::feedback::{Rater, RecentTurns};
 use super::protocol::{
-    Ask, Cancel, ClientFrame, ErrorFrame, Limits, PROTOCOL, Ready, ServerFrame, parse_client_frame,
+    Ask, Cancel, ClientFrame, ErrorFrame, Feedback, FeedbackSaved, Limits, PROTOCOL, Ready,
+    ServerFrame, parse_client_frame,
 };
 use super::{TurnOutcome, TurnRequest, TurnSummary, run_turn};
 use crate::auth::{AuthError, Principal};
@@ -130,7 +132,15 @@ struct Session<O> {
     frame: (u64, Option<tokio::time::Instant>),
     draining: bool,
     drain_deadline: tokio::time::Instant,
+    /// The socket's recent turns, for `feedback`.
+    recent: Arc<RecentTurns>,
+    /// Feedback frames the socket may still send: a few per turn, so a client cannot turn the
+    /// socket into a stream of record writes.
+    feedback_left: u32,
 }
+
+/// Feedback frames a socket may send before its first turn, and more per turn.
+const FEEDBACK_ALLOWANCE: (u32, u32) = (16, 4);
 
 /// Runs a session until the client leaves, it idles out, it misbehaves, or shutdown completes.
 pub async fn run<I, O>(state: AppState, peer: Peer, mut incoming: I, outgoing: O) -> Closing<I, O>
@@ -240,6 +250,8 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
             frame: (read, None),
             draining: false,
             drain_deadline: tokio::time::Instant::now(),
+            recent: Arc::default(),
+            feedback_left: FEEDBACK_ALLOWANCE.0,
         }
     }
 
@@ -362,6 +374,7 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
                     None
                 }
                 Ok(ClientFrame::Ask(ask)) => self.on_ask(ask),
+                Ok(ClientFrame::Feedback(feedback)) => Some(self.on_feedback(feedback).await),
                 // Already known; a page that keeps a token sends it whatever the server needs.
                 Ok(ClientFrame::Auth(_)) => None,
             },
@@ -396,6 +409,35 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
             && cancel.turn_id.as_ref().is_none_or(|id| *id == r.turn_id)
         {
             r.cancel.cancel();
+        }
+    }
+
+    /// Records a rating: `feedback_saved`, or an error with `feedback_for` that names no turn
+    /// (an error naming a turn would end it for the client).
+    async fn on_feedback(&mut self, feedback: Feedback) -> String {
+        if self.feedback_left == 0 {
+            let e = ApiError::new(
+                ErrorCode::RateLimited,
+                "too many feedback frames on this socket; ask another question first",
+            );
+            self.refused(Refusals::RATE, &e.message);
+            return error_json(None, e);
+        }
+        self.feedback_left -= 1;
+        let turn_id = feedback.turn_id.clone();
+        let rater = Rater {
+            principal: &self.principal,
+            conversation_id: &self.conversation_id,
+            running: self.running.as_ref().map(|r| r.turn_id.as_str()),
+            recent: &self.recent,
+        };
+        match super::feedback::record(&self.state, &rater, feedback).await {
+            Ok(()) => ServerFrame::FeedbackSaved(FeedbackSaved { turn_id }).to_json(),
+            Err(e) => ServerFrame::Error(ErrorFrame {
+                feedback_for: Some(turn_id),
+                ..ErrorFrame::new(None, e)
+            })
+            .to_json(),
         }
     }
 
@@ -450,7 +492,9 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
             sink: Arc::clone(&self.tx),
             finals: self.finals_tx.clone(),
             final_sent: false,
+            recent: Arc::clone(&self.recent),
         };
+        self.feedback_left = (self.feedback_left + FEEDBACK_ALLOWANCE.1).min(64);
         let state = self.state.clone();
         let (principal, address) = (self.principal.clone(), self.address);
         let summary = TurnSummary::from(&request);

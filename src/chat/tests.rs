@@ -78,7 +78,10 @@ fn error_of(frames: &[ServerFrame]) -> (ErrorCode, String) {
 
 #[tokio::test]
 async fn an_embedder_that_fails_ends_the_turn_with_embedding_unavailable() {
-    let embedder = FakeEmbedder { fail: true };
+    let embedder = FakeEmbedder {
+        fail: true,
+        ..FakeEmbedder::default()
+    };
     let app = fakes::app_over(
         embedder,
         FakeIndex::default(),
@@ -102,7 +105,10 @@ async fn an_embedder_that_fails_ends_the_turn_with_embedding_unavailable() {
 
 #[tokio::test]
 async fn an_index_that_fails_ends_the_turn_with_retrieval_unavailable_and_no_path() {
-    let index = FakeIndex { fail: true };
+    let index = FakeIndex {
+        fail: true,
+        ..FakeIndex::default()
+    };
     let app = fakes::app_over(
         FakeEmbedder::default(),
         index,
@@ -175,4 +181,142 @@ async fn a_named_conversation_without_history_continues_from_the_store() {
     assert!(said[5].ends_with("Question: And her cats?"), "{}", said[5]);
     assert_eq!(said.len(), 6);
     assert_eq!(record.conversation_id, "conv-1");
+}
+
+/// A stored conversation `conv-1` about the lighthouse keeper, and an ask that follows it up.
+async fn follow_up(app: &FakeApp) -> Ask {
+    for (id, question) in [("a", "Who keeps the Zephyr lighthouse?")] {
+        let mut record = crate::store::tests::record("conv-1", id);
+        record.question = question.into();
+        record.answer = "Mara Quill keeps it [1].".into();
+        app.store.put(&record).await.expect("stored");
+    }
+    Ask {
+        conversation_id: Some("conv-1".into()),
+        ..ask("Since when?")
+    }
+}
+
+fn sources_of(frames: &[ServerFrame]) -> &super::protocol::Sources {
+    match frames.first() {
+        Some(ServerFrame::Sources(s)) => s,
+        other => panic!("expected sources first, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_follow_up_is_searched_as_the_standalone_query_the_model_rewrites_it_into() {
+    const REWRITTEN: &str = "Since when has Mara Quill kept the Zephyr lighthouse?";
+    let llm =
+        FakeLlm::new(tokens(2, Duration::ZERO)).completing(&format!("Query: \"{REWRITTEN}\""));
+    let completions = llm.completions.clone();
+    let embedder = FakeEmbedder::default();
+    let embedded = embedder.seen.clone();
+    let index = FakeIndex::default();
+    let searched = index.queries.clone();
+    let app = fakes::app_over(embedder, index, llm, &[]);
+    let ask = follow_up(&app).await;
+    let (frames, record) = turn(app, ask).await;
+
+    assert_eq!(sources_of(&frames).search_query, REWRITTEN);
+    assert_eq!(*searched.lock().expect("lock"), [REWRITTEN]);
+    assert_eq!(
+        embedded.lock().expect("lock").last().map(String::as_str),
+        Some(REWRITTEN),
+        "the rewrite is what is embedded"
+    );
+    let rewrite_prompt = completions.lock().expect("lock")[0].clone();
+    assert!(
+        rewrite_prompt[1]
+            .content
+            .contains("User: Who keeps the Zephyr lighthouse?")
+            && rewrite_prompt[1]
+                .content
+                .contains("Last question: Since when?"),
+        "{rewrite_prompt:?}"
+    );
+    assert_eq!(record.search_query.as_deref(), Some(REWRITTEN));
+    assert_eq!(
+        record.question, "Since when?",
+        "the record keeps what was asked"
+    );
+    assert_eq!(record.status, TurnStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_failed_rewrite_searches_the_question_as_asked_and_is_counted() {
+    // `FakeLlm` without a completion fails the rewrite call (as a refused connection).
+    let index = FakeIndex::default();
+    let searched = index.queries.clone();
+    let app = fakes::app_over(
+        FakeEmbedder::default(),
+        index,
+        FakeLlm::new(tokens(2, Duration::ZERO)),
+        &[],
+    );
+    let metrics = std::sync::Arc::clone(&app.state.metrics);
+    let ask = follow_up(&app).await;
+    let (frames, record) = turn(app, ask).await;
+    assert_eq!(sources_of(&frames).search_query, "Since when?");
+    assert!(
+        matches!(frames.last(), Some(ServerFrame::Done(_))),
+        "no error frame: {frames:?}"
+    );
+    assert_eq!(*searched.lock().expect("lock"), ["Since when?"]);
+    assert_eq!(record.status, TurnStatus::Completed);
+    let exposition = metrics.render();
+    assert!(
+        exposition
+            .lines()
+            .any(|l| l.starts_with("ragchat_rewrite_duration_seconds_count")
+                && l.contains("outcome=\"error\"")
+                && l.ends_with(" 1")),
+        "{exposition}"
+    );
+}
+
+#[tokio::test]
+async fn no_history_or_rewrite_off_means_no_extra_model_call() {
+    let llm = FakeLlm::new(tokens(1, Duration::ZERO)).completing("never used");
+    let completions = llm.completions.clone();
+    let (frames, record) = turn(fakes::app(llm, &[]), ask("Who keeps the lighthouse?")).await;
+    assert!(completions.lock().expect("lock").is_empty());
+    assert_eq!(
+        sources_of(&frames).search_query,
+        "Who keeps the lighthouse?"
+    );
+    assert_eq!(record.timings_ms.rewrite, None);
+
+    let llm = FakeLlm::new(tokens(1, Duration::ZERO)).completing("never used");
+    let completions = llm.completions.clone();
+    let app = fakes::app(llm, &["--query-rewrite", "off"]);
+    let ask = follow_up(&app).await;
+    let (frames, _) = turn(app, ask).await;
+    assert!(completions.lock().expect("lock").is_empty());
+    assert_eq!(sources_of(&frames).search_query, "Since when?");
+}
+
+#[tokio::test]
+async fn a_follow_up_with_its_history_in_the_ask_embeds_only_the_rewrite() {
+    let llm = FakeLlm::new(tokens(1, Duration::ZERO)).completing("Mara Quill keeper since");
+    let embedder = FakeEmbedder::default();
+    let embedded = embedder.seen.clone();
+    let app = fakes::app_over(embedder, FakeIndex::default(), llm, &[]);
+    let history = vec![
+        super::protocol::HistoryMessage {
+            role: super::protocol::Role::User,
+            content: "Who keeps the Zephyr lighthouse?".into(),
+        },
+        super::protocol::HistoryMessage {
+            role: super::protocol::Role::Assistant,
+            content: "Mara Quill [1].".into(),
+        },
+    ];
+    let ask = Ask {
+        history,
+        ..ask("Since when?")
+    };
+    let (frames, _) = turn(app, ask).await;
+    assert_eq!(sources_of(&frames).search_query, "Mara Quill keeper since");
+    assert_eq!(*embedded.lock().expect("lock"), ["Mara Quill keeper since"]);
 }

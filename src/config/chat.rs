@@ -1,6 +1,6 @@
 //! What one turn may take and how it is built.
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::{ConfigError, invalid};
 
@@ -57,6 +57,35 @@ pub struct ChatConfig {
     /// Replaces the built-in system instructions of the grounded prompt.
     #[arg(long, env = "RAGCHAT_SYSTEM_PROMPT", global = true)]
     pub system_prompt: Option<String>,
+
+    /// Follow-up questions: `auto` asks the chat model to rewrite a question that has history
+    /// into a standalone search query before retrieval; `off` searches the question as asked.
+    #[arg(
+        long,
+        env = "RAGCHAT_QUERY_REWRITE",
+        value_enum,
+        default_value = "auto",
+        global = true
+    )]
+    pub query_rewrite: QueryRewrite,
+
+    /// Longest wait for the rewrite, in milliseconds; past it the question is searched as asked.
+    #[arg(
+        long,
+        env = "RAGCHAT_QUERY_REWRITE_TIMEOUT_MS",
+        default_value_t = 4000,
+        global = true
+    )]
+    pub query_rewrite_timeout_ms: u64,
+}
+
+/// Whether follow-up questions are rewritten into standalone search queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueryRewrite {
+    /// Rewrite when the turn has history (one short, non-streamed model call).
+    Auto,
+    /// Search every question as asked.
+    Off,
 }
 
 impl ChatConfig {
@@ -67,6 +96,12 @@ impl ChatConfig {
         }
         if self.max_question_chars == 0 {
             return Err(invalid("RAGCHAT_MAX_QUESTION_CHARS", "must be at least 1"));
+        }
+        if !(100..=60_000).contains(&self.query_rewrite_timeout_ms) {
+            return Err(invalid(
+                "RAGCHAT_QUERY_REWRITE_TIMEOUT_MS",
+                "must be between 100 and 60000",
+            ));
         }
         Ok(())
     }

@@ -12,8 +12,10 @@ use super::{ConfigError, check_url, invalid};
 pub enum EmbedderKind {
     /// all-MiniLM-L6-v2 in-process (candle), loaded from `RAGCHAT_EMBED_MODEL_DIR`.
     Local,
-    /// Any OpenAI-compatible `/v1/embeddings` endpoint.
+    /// Any OpenAI-compatible `/v1/embeddings` endpoint (OpenAI, llama-server, Ollama, vLLM).
     Openai,
+    /// Azure OpenAI: `{base}/openai/deployments/{deployment}/embeddings?api-version=…`.
+    Azure,
 }
 
 /// Embedder settings.
@@ -40,7 +42,8 @@ pub struct EmbedArgs {
     )]
     pub model_dir: Option<PathBuf>,
 
-    /// Base URL of the OpenAI-compatible embeddings endpoint (e.g. https://api.openai.com/v1).
+    /// Base URL of the embeddings endpoint, up to and including `/v1` (e.g.
+    /// https://api.openai.com/v1; Azure: the resource endpoint, https://NAME.openai.azure.com).
     #[arg(
         id = "embed_url",
         long = "embed-url",
@@ -59,7 +62,7 @@ pub struct EmbedArgs {
     )]
     pub api_key: Option<SecretString>,
 
-    /// Model name sent to the embeddings endpoint.
+    /// Model name sent to the embeddings endpoint (Azure: ignored; the deployment decides).
     #[arg(
         id = "embed_model",
         long = "embed-model",
@@ -68,6 +71,25 @@ pub struct EmbedArgs {
         global = true
     )]
     pub model: String,
+
+    /// Azure OpenAI embeddings deployment name.
+    #[arg(
+        id = "embed_azure_deployment",
+        long = "embed-azure-deployment",
+        env = "RAGCHAT_EMBED_AZURE_DEPLOYMENT",
+        global = true
+    )]
+    pub azure_deployment: Option<String>,
+
+    /// Azure OpenAI api-version for embeddings.
+    #[arg(
+        id = "embed_azure_api_version",
+        long = "embed-azure-api-version",
+        env = "RAGCHAT_EMBED_AZURE_API_VERSION",
+        default_value = "2024-10-21",
+        global = true
+    )]
+    pub azure_api_version: String,
 }
 
 /// Which embedder, with what only that backend needs.
@@ -86,6 +108,17 @@ pub enum EmbedBackend {
         api_key: Option<SecretString>,
         /// Model name.
         model: String,
+    },
+    /// An Azure OpenAI embeddings deployment.
+    Azure {
+        /// The resource's endpoint (https://NAME.openai.azure.com).
+        url: String,
+        /// API key.
+        api_key: Option<SecretString>,
+        /// The deployment answering.
+        deployment: String,
+        /// The REST API version.
+        api_version: String,
     },
 }
 
@@ -114,20 +147,33 @@ impl EmbedArgs {
                 }
                 Ok(EmbedBackend::Local { model_dir })
             }
-            EmbedderKind::Openai => match self.url {
-                Some(url) => {
-                    check_url("RAGCHAT_EMBED_URL", &url)?;
-                    Ok(EmbedBackend::OpenAi {
+            EmbedderKind::Openai | EmbedderKind::Azure => {
+                let url = self.url.ok_or_else(|| {
+                    invalid(
+                        "RAGCHAT_EMBED_URL",
+                        "is required when RAGCHAT_EMBEDDER is openai or azure",
+                    )
+                })?;
+                check_url("RAGCHAT_EMBED_URL", &url)?;
+                if self.kind == EmbedderKind::Openai {
+                    return Ok(EmbedBackend::OpenAi {
                         url,
                         api_key: self.api_key,
                         model: self.model,
-                    })
+                    });
                 }
-                None => Err(invalid(
-                    "RAGCHAT_EMBED_URL",
-                    "is required when RAGCHAT_EMBEDDER=openai",
-                )),
-            },
+                Ok(EmbedBackend::Azure {
+                    url,
+                    api_key: self.api_key,
+                    deployment: self.azure_deployment.ok_or_else(|| {
+                        invalid(
+                            "RAGCHAT_EMBED_AZURE_DEPLOYMENT",
+                            "is required when RAGCHAT_EMBEDDER=azure",
+                        )
+                    })?,
+                    api_version: self.azure_api_version,
+                })
+            }
         }
     }
 }

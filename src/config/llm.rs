@@ -209,3 +209,36 @@ impl LlmArgs {
         })
     }
 }
+
+/// An OpenAI-compatible provider's URL, query and auth headers, as async-openai builds them:
+/// OpenAI's (`{url}/…`, a bearer key) or, given `(deployment, api_version)`, Azure OpenAI's
+/// (`{url}/openai/deployments/{deployment}/…?api-version=…`, the `api-key` header). The chat
+/// and the embeddings clients both use it.
+pub fn provider_api(
+    url: &str,
+    api_key: Option<&SecretString>,
+    azure: Option<(&str, &str)>,
+) -> Box<dyn async_openai::config::Config> {
+    use async_openai::config::{AzureConfig, OpenAIConfig};
+    use secrecy::ExposeSecret;
+    let base = url.trim_end_matches('/');
+    match azure {
+        None => {
+            let mut c = OpenAIConfig::new().with_api_base(base);
+            if let Some(key) = api_key {
+                c = c.with_api_key(key.expose_secret());
+            }
+            Box::new(c)
+        }
+        Some((deployment, api_version)) => {
+            let mut c = AzureConfig::new()
+                .with_api_base(base)
+                .with_api_version(api_version)
+                .with_deployment_id(deployment);
+            if let Some(key) = api_key {
+                c = c.with_api_key(key.expose_secret());
+            }
+            Box::new(c)
+        }
+    }
+}

@@ -1,5 +1,6 @@
-//! The static test page (markup, script, style), embedded in the binary so a single file serves
-//! it. No inline script or style: the Content-Security-Policy allows only these files.
+//! The static test page (markup, script, style, and the vendored markdown renderer and HTML
+//! sanitizer of `web/vendor/`), embedded in the binary so a single file serves it. No inline
+//! script or style: the Content-Security-Policy allows only these files.
 
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -7,6 +8,8 @@ use axum::response::IntoResponse;
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const APP_CSS: &str = include_str!("../../web/app.css");
+const MARKED_JS: &str = include_str!("../../web/vendor/marked.umd.js");
+const PURIFY_JS: &str = include_str!("../../web/vendor/purify.min.js");
 
 fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
@@ -31,4 +34,14 @@ pub async fn script() -> impl IntoResponse {
 /// `GET /app.css`.
 pub async fn style() -> impl IntoResponse {
     file("text/css; charset=utf-8", APP_CSS)
+}
+
+/// `GET /vendor/marked.js`: marked (markdown to HTML), pinned in web/vendor/README.md.
+pub async fn marked() -> impl IntoResponse {
+    file("text/javascript; charset=utf-8", MARKED_JS)
+}
+
+/// `GET /vendor/purify.js`: DOMPurify (HTML sanitizer), pinned in web/vendor/README.md.
+pub async fn purify() -> impl IntoResponse {
+    file("text/javascript; charset=utf-8", PURIFY_JS)
 }

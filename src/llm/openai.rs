@@ -11,16 +11,15 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::time::Duration;
 
-use async_openai::config::{AzureConfig, Config, OpenAIConfig};
+use async_openai::config::Config;
 use async_trait::async_trait;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures::{Stream, StreamExt};
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, Sleep};
 
 use super::{ChatEvent, ChatMessage, ChatModel, ChatStream, LlmError, finish_reason};
-use crate::config::{LlmBackend, LlmConfig, redact_endpoint};
+use crate::config::{LlmBackend, LlmConfig, provider_api, redact_endpoint};
 
 /// An OpenAI-compatible chat endpoint.
 pub struct OpenAiChat {
@@ -38,32 +37,14 @@ pub struct OpenAiChat {
 impl OpenAiChat {
     /// A client for the configured endpoint. Does no I/O.
     pub fn new(config: &LlmConfig) -> Result<Self, LlmError> {
-        let key = |key: &Option<secrecy::SecretString>| {
-            key.as_ref().map(|k| k.expose_secret().to_owned())
-        };
-        let api: Box<dyn Config> = match &config.backend {
-            LlmBackend::OpenAi { url, api_key } => {
-                let mut c = OpenAIConfig::new().with_api_base(url.trim_end_matches('/'));
-                if let Some(key) = key(api_key) {
-                    c = c.with_api_key(key);
-                }
-                Box::new(c)
-            }
+        let api = match &config.backend {
+            LlmBackend::OpenAi { url, api_key } => provider_api(url, api_key.as_ref(), None),
             LlmBackend::Azure {
                 url,
                 api_key,
                 deployment,
                 api_version,
-            } => {
-                let mut c = AzureConfig::new()
-                    .with_api_base(url.trim_end_matches('/'))
-                    .with_api_version(api_version)
-                    .with_deployment_id(deployment);
-                if let Some(key) = key(api_key) {
-                    c = c.with_api_key(key);
-                }
-                Box::new(c)
-            }
+            } => provider_api(url, api_key.as_ref(), Some((deployment, api_version))),
         };
         // No overall timeout: an answer streams for as long as it takes. Stalls are caught per
         // chunk instead (see `stall`). No retries with back-off: a 429 or a refused connection
@@ -110,9 +91,26 @@ struct CompletionBody<'a> {
     model: &'a str,
     messages: Vec<ChatMessage>,
     stream: bool,
-    stream_options: StreamOptions,
+    /// Streams only: OpenAI refuses `stream_options` on a request that does not stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
     temperature: f32,
     max_tokens: u32,
+}
+
+/// A whole (non-streamed) answer, as leniently as the streamed chunks.
+#[derive(Debug, Deserialize)]
+struct Completion {
+    #[serde(default)]
+    choices: Vec<WholeChoice>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WholeChoice {
+    #[serde(default)]
+    message: Option<Delta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -195,6 +193,8 @@ fn classify(
     let status = status.or_else(|| code.and_then(|c| c.parse().ok()));
     if overflow {
         LlmError::ContextOverflow(message)
+    } else if matches!(code, Some("content_filter")) {
+        LlmError::ContentFiltered(message)
     } else if status == Some(429) || matches!(kind, Some("rate_limit_error")) {
         LlmError::RateLimited {
             message,
@@ -372,9 +372,9 @@ impl ChatModel for OpenAiChat {
             model: &self.model,
             messages,
             stream: true,
-            stream_options: StreamOptions {
+            stream_options: Some(StreamOptions {
                 include_usage: true,
-            },
+            }),
             temperature: self.temperature,
             max_tokens: self.max_tokens,
         };
@@ -419,6 +419,55 @@ impl ChatModel for OpenAiChat {
             }
         });
         Ok(ChatStream::new(stream.boxed()))
+    }
+
+    async fn complete(
+        &self,
+        messages: Vec<ChatMessage>,
+        max_tokens: u32,
+        timeout: Duration,
+    ) -> Result<String, LlmError> {
+        let body = CompletionBody {
+            model: &self.model,
+            messages,
+            stream: false,
+            stream_options: None,
+            temperature: 0.0,
+            max_tokens,
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| LlmError::Rejected(e.to_string()))?;
+        let request = self
+            .request(reqwest::Method::POST, "/chat/completions")
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let whole = async {
+            let response = send(request).await?;
+            let status = response.status();
+            let retry_after_ms = retry_after_ms(response.headers());
+            let body = response.bytes().await.map_err(|e| unavailable(&e))?;
+            if !status.is_success() {
+                return Err(http_error(
+                    status,
+                    retry_after_ms,
+                    &String::from_utf8_lossy(&body),
+                ));
+            }
+            Ok(body)
+        };
+        let body = tokio::time::timeout(timeout, whole)
+            .await
+            .map_err(|_| LlmError::Unavailable(format!("no answer within {timeout:?}")))??;
+        let completion: Completion = serde_json::from_slice(&body)
+            .map_err(|e| LlmError::Unavailable(format!("unreadable response ({e})")))?;
+        let choice = completion
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| LlmError::Unavailable("an answer without choices".into()))?;
+        if choice.finish_reason.as_deref() == Some("content_filter") {
+            return Err(LlmError::ContentFiltered("the answer was filtered".into()));
+        }
+        Ok(choice.message.and_then(|m| m.content).unwrap_or_default())
     }
 
     fn model(&self) -> &str {

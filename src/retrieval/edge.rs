@@ -16,8 +16,8 @@ use qdrant_edge::{
 
 use super::bm25::{Bm25, SPARSE};
 use super::{
-    ChunkPayload, ChunkPoint, Hit, IndexError, IndexTransfer, IndexWriter, Query, RRF_K,
-    VectorIndex, prefetch_limit, rank,
+    ChunkPayload, ChunkPoint, Hit, IndexError, IndexTransfer, IndexWriter, IndexedSource, Query,
+    RRF_K, VectorIndex, prefetch_limit, rank,
 };
 use crate::config::{IndexMemory, RetrievalMode};
 
@@ -287,6 +287,35 @@ impl IndexWriter for EdgeIndex {
                 ))
                 .map_err(engine)?;
             upsert_chunks(shard, points, &bm25)
+        })
+        .await
+    }
+
+    async fn sources(&self) -> Result<Vec<IndexedSource>, IndexError> {
+        self.blocking(|shard| {
+            let mut docs = std::collections::BTreeMap::new();
+            let mut from = None;
+            loop {
+                let mut request = ScrollRequestBuilder::new()
+                    .limit(1024)
+                    .with_payload(WithPayloadInterface::Bool(true))
+                    .with_vector(WithVector::Bool(false));
+                if let Some(id) = from.take() {
+                    request = request.offset(id);
+                }
+                let (records, next) = shard.scroll(request.build()).map_err(engine)?;
+                for record in records {
+                    let map = record.payload.map(|p| p.0).unwrap_or_default();
+                    super::tally(
+                        &mut docs,
+                        serde_json::Value::Object(map.into_iter().collect()),
+                    )?;
+                }
+                match next {
+                    Some(id) => from = Some(id),
+                    None => return Ok(docs.into_values().collect()),
+                }
+            }
         })
         .await
     }

@@ -14,10 +14,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::vector_output::Vector as VectorOut;
+use qdrant_client::qdrant::with_payload_selector::SelectorOptions;
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, DeletePointsBuilder, Filter, NamedVectors, PointId, PointStruct,
-    PrefetchQueryBuilder, Query as QdrantQuery, QueryPointsBuilder, Rrf, ScrollPointsBuilder,
-    UpsertPointsBuilder, Vector, VectorInput,
+    Condition, CountPointsBuilder, DeletePointsBuilder, Filter, NamedVectors,
+    PayloadIncludeSelector, PointId, PointStruct, PrefetchQueryBuilder, Query as QdrantQuery,
+    QueryPointsBuilder, Rrf, ScrollPointsBuilder, UpsertPointsBuilder, Vector, VectorInput,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use secrecy::ExposeSecret;
@@ -29,8 +30,8 @@ mod schema;
 use super::bm25::{Bm25, SPARSE};
 use super::edge::DENSE;
 use super::{
-    ChunkPayload, ChunkPoint, Hit, IndexError, IndexTransfer, IndexWriter, Query, RRF_K,
-    VectorIndex, prefetch_limit, rank,
+    ChunkPayload, ChunkPoint, Hit, IndexError, IndexTransfer, IndexWriter, IndexedSource, Query,
+    RRF_K, VectorIndex, prefetch_limit, rank,
 };
 use crate::config::{QdrantSettings, RetrievalMode, redact_endpoint};
 
@@ -381,6 +382,36 @@ impl IndexWriter for QdrantIndex {
         })
         .await?;
         self.upsert_points(points).await
+    }
+
+    async fn sources(&self) -> Result<Vec<IndexedSource>, IndexError> {
+        self.connect().await?;
+        let mut docs = std::collections::BTreeMap::new();
+        let mut from: Option<PointId> = None;
+        loop {
+            let response = retry(self.deadline, || {
+                let mut request = ScrollPointsBuilder::new(&self.collection)
+                    .limit(1024)
+                    .with_payload(SelectorOptions::Include(PayloadIncludeSelector::new(vec![
+                        "source".to_owned(),
+                        "ingested_at".to_owned(),
+                    ])))
+                    .with_vectors(false);
+                if let Some(id) = &from {
+                    request = request.offset(id.clone());
+                }
+                self.client.scroll(request)
+            })
+            .await?;
+            for point in response.result {
+                let json = serde_json::Value::from(Payload::from(point.payload));
+                super::tally(&mut docs, json)?;
+            }
+            match response.next_page_offset {
+                Some(id) => from = Some(id),
+                None => return Ok(docs.into_values().collect()),
+            }
+        }
     }
 
     async fn finish_ingest(&self) -> Result<(), IndexError> {

@@ -6,6 +6,7 @@
 //! No path drops a record: the last resort, when even the disk fails, is the error log with the
 //! record's JSON.
 
+use std::collections::{HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -109,7 +110,15 @@ impl Queued {
             entry,
         }
     }
+
+    /// The document it writes: a later record of the same turn (its feedback) replaces it.
+    fn key(&self) -> Key {
+        (self.record.conversation_id.clone(), self.record.id.clone())
+    }
 }
+
+/// A record's document: conversation (as stored) and turn id.
+type Key = (String, String);
 
 struct Shared {
     store: Arc<dyn RecordStore>,
@@ -307,8 +316,9 @@ impl Shared {
     }
 
     /// Writes one record, retrying within the budget; spools it when that runs out or the
-    /// process is closing.
-    async fn deliver(self: Arc<Self>, queued: Queued, closing: CancellationToken) {
+    /// process is closing. Returns its key, which is free for the next record of the turn.
+    async fn deliver(self: Arc<Self>, queued: Queued, closing: CancellationToken) -> Key {
+        let key = queued.key();
         let Queued {
             record,
             span,
@@ -324,6 +334,7 @@ impl Shared {
         if let Some(entry) = entry.filter(|_| !kept) {
             entry.keep();
         }
+        key
     }
 
     /// Whether the record is in the store, the spool or the rejected file.
@@ -470,6 +481,10 @@ impl Shared {
 
 async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Queued>, closing: CancellationToken) {
     let mut in_flight = FuturesUnordered::new();
+    // One write per document at a time, in arrival order: a turn's record and its feedback
+    // (the same document, rated) must not race, or the older could land last.
+    let mut busy: HashSet<Key> = HashSet::new();
+    let mut held: VecDeque<Queued> = VecDeque::new();
     let mut replay_at: Option<Instant> = (!shared.spool.is_empty()).then(Instant::now);
     let mut replay_attempt = 0;
     let mut closed = false;
@@ -484,7 +499,19 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Queued>, closing: Ca
                 rx.close();
                 closed = true;
             }
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            Some(key) = in_flight.next(), if !in_flight.is_empty() => {
+                busy.remove(&key);
+                if let Some(i) = held.iter().position(|q| q.key() == key) {
+                    let queued = held.remove(i).expect("position is in range");
+                    if shared.spool.is_empty() {
+                        busy.insert(key);
+                        in_flight.push(Arc::clone(&shared).deliver(queued, closing.clone()));
+                    } else {
+                        // Its elder went to the spool: it goes behind it.
+                        shared.spool_queued(vec![queued]).await;
+                    }
+                }
+            }
             // Before new records: a steady stream of them must not starve the replay.
             () = sleep_until(replay_at.unwrap_or_else(Instant::now)),
                 if replay_at.is_some() && in_flight.is_empty() =>
@@ -500,10 +527,12 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Queued>, closing: Ca
             record = rx.recv(), if in_flight.len() < IN_FLIGHT => match record {
                 // Behind records that already wait in the spool, to keep their order.
                 // One fsync for whatever else is queued.
+                Some(queued) if busy.contains(&queued.key()) => held.push_back(queued),
                 Some(queued) if !shared.spool.is_empty() => {
                     let mut batch = vec![queued];
                     while batch.len() < REPLAY_BATCH * 4 {
                         match rx.try_recv() {
+                            Ok(queued) if busy.contains(&queued.key()) => held.push_back(queued),
                             Ok(queued) => batch.push(queued),
                             Err(_) => break,
                         }
@@ -511,6 +540,7 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Queued>, closing: Ca
                     shared.spool_queued(batch).await;
                 }
                 Some(queued) => {
+                    busy.insert(queued.key());
                     in_flight.push(Arc::clone(&shared).deliver(queued, closing.clone()));
                 }
                 None => break,
@@ -518,7 +548,17 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Queued>, closing: Ca
             () = shared.wake.notified() => {}
         }
     }
-    while in_flight.next().await.is_some() {}
+    while let Some(key) = in_flight.next().await {
+        if let Some(i) = held.iter().position(|q| q.key() == key) {
+            let queued = held.remove(i).expect("position is in range");
+            if shared.spool.is_empty() {
+                in_flight.push(Arc::clone(&shared).deliver(queued, closing.clone()));
+            } else {
+                // Its elder may be in the spool: behind it, replayed in order below.
+                shared.spool_queued(vec![queued]).await;
+            }
+        }
+    }
     if !shared.spool.is_empty() {
         // What does not make it within the deadline is replayed at the next start.
         let deadline = Instant::now() + SHUTDOWN_REPLAY;
@@ -689,8 +729,12 @@ mod tests {
     #[derive(Default)]
     struct Flaky {
         down: AtomicBool,
+        /// Fail the next call only (transient).
+        fail_once: AtomicBool,
         rejected_id: Option<String>,
         writes: Mutex<Vec<String>>,
+        /// The last record written, per id.
+        last: Mutex<std::collections::HashMap<String, TurnRecord>>,
     }
 
     #[async_trait]
@@ -699,13 +743,17 @@ mod tests {
             if self.rejected_id.as_deref() == Some(record.id.as_str()) {
                 return Err(StoreError::Rejected("too large".into()));
             }
-            if self.down.load(Ordering::SeqCst) {
+            if self.down.load(Ordering::SeqCst) || self.fail_once.swap(false, Ordering::SeqCst) {
                 return Err(StoreError::Transient {
                     message: "429".into(),
                     retry_after: Some(Duration::from_millis(5)),
                 });
             }
             self.writes.lock().expect("lock").push(record.id.clone());
+            self.last
+                .lock()
+                .expect("lock")
+                .insert(record.id.clone(), record.clone());
             Ok(())
         }
         async fn conversation(&self, _: &str, _: usize) -> Result<Vec<TurnRecord>, StoreError> {
@@ -790,6 +838,44 @@ mod tests {
         assert!(!recorder.is_degraded());
         assert_eq!(recorder.status().state, RecorderState::Ok);
         assert_eq!(recorder.status().replayed, 10);
+    }
+
+    #[tokio::test]
+    async fn a_later_record_of_the_same_turn_is_written_after_the_earlier_one() {
+        // The turn's record meets a throttled store and waits to retry; its rated version
+        // (feedback) arrives meanwhile. Written at once, it would land first and the retry
+        // would overwrite the rating.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Arc::new(Spool::open(dir.path(), "t", 1 << 30).expect("spool"));
+        let store = Arc::new(Flaky::default());
+        store.fail_once.store(true, Ordering::SeqCst);
+        let (recorder, task) =
+            Recorder::start(store.clone(), spool.clone(), None, 64, policy(), latency());
+        let original = record("c", "r0");
+        recorder.record(original.clone()).await;
+        let rated = TurnRecord {
+            feedback: Some(crate::store::TurnFeedback {
+                rating: crate::chat::protocol::Rating::Down,
+                comment: Some("wrong keeper".into()),
+                at: now_rfc3339(),
+            }),
+            ..original
+        };
+        recorder.record(rated.clone()).await;
+        recorder.record(record("c", "other")).await;
+        task.finish().await;
+        let writes = store.writes.lock().expect("lock").clone();
+        assert_eq!(
+            writes.iter().filter(|id| *id == "r0").count(),
+            2,
+            "both versions written: {writes:?}"
+        );
+        assert_eq!(
+            store.last.lock().expect("lock").get("r0"),
+            Some(&rated),
+            "the rating is not overwritten by the retried original"
+        );
+        assert_eq!(spool.len(), 0);
     }
 
     #[tokio::test]

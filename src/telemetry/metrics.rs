@@ -57,6 +57,7 @@ pub struct Metrics {
     embed: Histogram<f64>,
     retrieve: Histogram<f64>,
     history: Histogram<f64>,
+    rewrite: Histogram<f64>,
     tokens: Histogram<u64>,
     record_write: Histogram<f64>,
     http_duration: Histogram<f64>,
@@ -123,6 +124,11 @@ impl Metrics {
             history: seconds(
                 "ragchat.history.duration",
                 "Loading a stored conversation (alongside the embedding)",
+            ),
+            rewrite: seconds(
+                "ragchat.rewrite.duration",
+                "Rewriting a follow-up into a standalone search query, by outcome \
+                 (rewritten, unchanged, timeout, error, unusable)",
             ),
             record_write: seconds(
                 "ragchat.record.duration",
@@ -229,6 +235,13 @@ impl Metrics {
     /// Loading a stored conversation took `took`.
     pub fn history_loaded(&self, took: Duration) {
         self.history.record(took.as_secs_f64(), &[]);
+    }
+
+    /// A follow-up's query rewrite ended with `outcome` after `took` (a fallback to the
+    /// question as asked is `timeout`, `error` or `unusable`).
+    pub fn query_rewritten(&self, outcome: &'static str, took: Duration) {
+        self.rewrite
+            .record(took.as_secs_f64(), &[KeyValue::new("outcome", outcome)]);
     }
 
     /// The record path's latency histogram, for the recorder.
@@ -380,6 +393,7 @@ mod tests {
             error_code: None,
             timings: Timings {
                 embed: 12.0,
+                rewrite: None,
                 retrieve: 0.4,
                 ttft: Some(250.0),
                 generate: 900.0,

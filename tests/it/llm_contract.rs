@@ -23,7 +23,7 @@ fn question() -> Vec<ChatMessage> {
 }
 
 /// Every event until the stream ends, or the error that ended it.
-async fn collect(model: &OpenAiChat) -> (Vec<ChatEvent>, Option<LlmError>) {
+pub async fn collect(model: &OpenAiChat) -> (Vec<ChatEvent>, Option<LlmError>) {
     let mut stream = match model.stream(question()).await {
         Ok(s) => s,
         Err(e) => return (Vec::new(), Some(e)),
@@ -38,7 +38,7 @@ async fn collect(model: &OpenAiChat) -> (Vec<ChatEvent>, Option<LlmError>) {
     (events, None)
 }
 
-fn text(events: &[ChatEvent]) -> String {
+pub fn text(events: &[ChatEvent]) -> String {
     events
         .iter()
         .filter_map(|e| match e {

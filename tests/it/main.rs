@@ -7,6 +7,7 @@
 
 mod cosmos_server;
 mod crash;
+mod dialects;
 mod health;
 mod ingest;
 mod llm_contract;

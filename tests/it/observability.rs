@@ -453,8 +453,16 @@ async fn a_turn_reaches_an_otlp_collector_and_application_insights_as_one_trace(
     let done = done_of(&frames);
     let trace_id = done.trace_id.clone().expect("done carries the trace id");
 
-    // The collector got the turn's spans: `chat.turn`, in that trace, parent of the phases.
-    let phases = ["embed", "history", "retrieve", "llm.stream", "record"];
+    // The collector got the turn's spans: `chat.turn`, in that trace, parent of the phases (a
+    // follow-up is rewritten into a standalone query first: `rewrite`).
+    let phases = [
+        "embed",
+        "history",
+        "rewrite",
+        "retrieve",
+        "llm.stream",
+        "record",
+    ];
     let tree = |out: &str| {
         let spans = printed_spans(out);
         let root = spans

@@ -669,3 +669,78 @@ async fn cosmos_keeps_the_record_json_of_every_status() {
     }
     cosmos.stop().await;
 }
+
+/// Rates `turn_id` on `ws`; the frame that answers it.
+async fn rate(ws: &mut crate::support::Ws, feedback: serde_json::Value) -> ServerFrame {
+    send(ws, feedback).await;
+    crate::support::next_frame(ws).await
+}
+
+#[tokio::test]
+async fn feedback_updates_the_turns_cosmos_document_and_survives_a_reconnect() {
+    let cosmos = CosmosServer::start().await;
+    let args = cosmos.args("rated");
+    let app = spawn_app(&llm_url(), &strs(&args)).await;
+    let mut ws = connect(&app).await;
+    send(
+        &mut ws,
+        json!({"type":"ask","question":LIGHTHOUSE,"turn_id":"rated-1","conversation_id":"conv-rated"}),
+    )
+    .await;
+    let frames = turn_frames(&mut ws).await;
+    let done = done(frames.last().expect("frames"));
+    let saved = rate(
+        &mut ws,
+        json!({"type":"feedback","turn_id":"rated-1","rating":"up"}),
+    )
+    .await;
+    assert!(matches!(saved, ServerFrame::FeedbackSaved(_)), "{saved:?}");
+    drop(ws);
+
+    // A new socket (a reload, another replica): the turn is found in the store by its
+    // conversation, and the rating replaced.
+    wait_record_in(&app, "conv-rated", "rated-1").await;
+    let mut ws = connect(&app).await;
+    let saved = rate(
+        &mut ws,
+        json!({"type":"feedback","turn_id":"rated-1","conversation_id":"conv-rated",
+               "rating":"down","comment":"Mara is not the keeper."}),
+    )
+    .await;
+    assert!(matches!(saved, ServerFrame::FeedbackSaved(_)), "{saved:?}");
+    // A turn that was never asked, in that conversation: refused, naming no turn.
+    let refused = rate(
+        &mut ws,
+        json!({"type":"feedback","turn_id":"never-asked","conversation_id":"conv-rated","rating":"up"}),
+    )
+    .await;
+    let ServerFrame::Error(e) = refused else {
+        panic!("expected an error, got {refused:?}");
+    };
+    assert_eq!(e.code, ragchat::error::ErrorCode::BadRequest);
+    assert_eq!(e.feedback_for.as_deref(), Some("never-asked"));
+    assert_eq!(e.turn_id, None);
+
+    let mut doc = serde_json::Value::Null;
+    for _ in 0..100 {
+        doc = cosmos.read_back("rated", "rated-1", "conv-rated").await;
+        if doc["feedback"]["rating"] == "down" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(doc["feedback"]["rating"], "down", "{doc}");
+    assert_eq!(doc["feedback"]["comment"], "Mara is not the keeper.");
+    assert_eq!(
+        doc["answer"],
+        done.answer.as_str(),
+        "the rest of the turn is kept"
+    );
+    assert_eq!(
+        cosmos.ids("rated").await,
+        ["rated-1"],
+        "one document per turn, updated in place"
+    );
+    app.stop().await;
+    cosmos.stop().await;
+}

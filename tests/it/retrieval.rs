@@ -196,6 +196,8 @@ fn payload(source: &str, text: &str) -> ChunkPayload {
         chunk_index: 0,
         text: text.into(),
         doc_hash: "h".into(),
+        page: None,
+        ingested_at: None,
     }
 }
 
@@ -442,6 +444,7 @@ async fn retrieval_keeps_its_scores_on_the_labelled_rare_terms_set() {
         e.as_ref(),
         &index,
         &[RetrievalMode::Dense, RetrievalMode::Hybrid],
+        None,
     )
     .await
     .expect("eval");

@@ -10,8 +10,10 @@ use futures::{Sink, SinkExt};
 use tokio::sync::{Mutex, Notify, mpsc};
 use tokio::time::Duration;
 
+use crate::chat::feedback::RecentTurns;
 use crate::chat::protocol::{ServerFrame, token_json};
 use crate::chat::{OutputGone, TurnEvent, TurnOutput};
+use crate::store::TurnRecord;
 
 /// What arrives from the client, transport-neutral.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,10 +105,16 @@ pub(super) struct SocketOutput<O> {
     pub(super) finals: mpsc::Sender<String>,
     /// The final frame went to the session (a panic after it must not send another).
     pub(super) final_sent: bool,
+    /// The session's recent turns, which `feedback` can rate.
+    pub(super) recent: Arc<RecentTurns>,
 }
 
 #[async_trait]
 impl<O: Sink<Outgoing> + Unpin + Send> TurnOutput for SocketOutput<O> {
+    fn recorded(&mut self, record: &TurnRecord) {
+        self.recent.keep(record);
+    }
+
     async fn emit(&mut self, event: TurnEvent<'_>) -> Result<(), OutputGone> {
         let json = match event {
             TurnEvent::Sources(s) => ServerFrame::Sources(s.clone()).to_json(),

@@ -538,11 +538,84 @@ mod any_client {
                                 open = None;
                             }
                         }
-                        ServerFrame::Ready(_) => {}
+                        ServerFrame::Ready(_) | ServerFrame::FeedbackSaved(_) => {}
                     }
                 }
                 assert!(open.is_none(), "every started turn ended");
             });
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn feedback_on_an_ended_turn_is_saved_on_its_record() {
+    let app = fakes::app(FakeLlm::new(tokens(3, Duration::from_millis(20))), &[]);
+    let mut client = connect(&app, 64);
+    assert!(matches!(client.frame().await, ServerFrame::Ready(_)));
+    client.send(json!({"type":"ask","question":"q","turn_id":"t1"}));
+    client.turn().await;
+    client.send(json!({"type":"feedback","turn_id":"t1","rating":"up"}));
+    let ServerFrame::FeedbackSaved(saved) = client.frame().await else {
+        panic!("expected feedback_saved");
+    };
+    assert_eq!(saved.turn_id, "t1");
+    // A change of mind replaces the rating.
+    client.send(
+        json!({"type":"feedback","turn_id":"t1","rating":"down","comment":"  wrong keeper "}),
+    );
+    assert!(matches!(
+        client.frame().await,
+        ServerFrame::FeedbackSaved(_)
+    ));
+    drop(client);
+    let record = recorded(app, "t1").await;
+    let feedback = record.feedback.expect("rated");
+    assert_eq!(feedback.rating, crate::chat::protocol::Rating::Down);
+    assert_eq!(feedback.comment.as_deref(), Some("wrong keeper"));
+    assert_eq!(
+        record.answer, "w0 w1 w2 ",
+        "the rest of the record is the turn's"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn feedback_for_an_unknown_or_running_turn_or_too_long_is_refused_without_naming_it() {
+    let app = fakes::app(FakeLlm::new(tokens(50, Duration::from_millis(100))), &[]);
+    let mut client = connect(&app, 64);
+    assert!(matches!(client.frame().await, ServerFrame::Ready(_)));
+    client.send(json!({"type":"feedback","turn_id":"nope","rating":"up"}));
+    let ServerFrame::Error(e) = client.frame().await else {
+        panic!("expected an error");
+    };
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert!(e.message.contains("no turn \"nope\""), "{}", e.message);
+    assert_eq!(
+        e.turn_id, None,
+        "an error naming a turn would end it for the client"
+    );
+    assert_eq!(e.feedback_for.as_deref(), Some("nope"));
+
+    client.send(json!({"type":"ask","question":"q","turn_id":"t1"}));
+    assert!(matches!(client.frame().await, ServerFrame::Sources(_)));
+    client.send(json!({"type":"feedback","turn_id":"t1","rating":"up"}));
+    let e = loop {
+        match client.frame().await {
+            ServerFrame::Token(_) => continue,
+            ServerFrame::Error(e) => break e,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    };
+    assert!(e.message.contains("still running"), "{}", e.message);
+    assert_eq!(e.turn_id, None);
+    let frames = client.turn().await;
+    assert!(
+        matches!(frames.last(), Some(ServerFrame::Done(_))),
+        "the turn went on"
+    );
+
+    let long = "x".repeat(crate::chat::protocol::MAX_FEEDBACK_COMMENT_CHARS + 1);
+    client.send(json!({"type":"feedback","turn_id":"t1","rating":"down","comment":long}));
+    assert_eq!(error_code(&client.frame().await), ErrorCode::TooLarge);
+    client.send(json!({"type":"feedback","turn_id":"t1","rating":"meh"}));
+    assert_eq!(error_code(&client.frame().await), ErrorCode::BadRequest);
 }
