@@ -323,6 +323,130 @@ async fn an_upgrade_interrupted_after_declaring_bm25_is_finished_on_the_next_ope
     assert_eq!(missing_bm25(data.path()), 0);
 }
 
+/// A client of the test server at `url`.
+fn server_client(url: &str) -> qdrant_client::Qdrant {
+    qdrant_client::Qdrant::from_url(url)
+        .api_key(std::env::var("RAGCHAT_TEST_QDRANT_API_KEY").ok())
+        .skip_compatibility_check()
+        .build()
+        .expect("client")
+}
+
+/// `collection` on the server as a ragchat from before hybrid retrieval made it: a dense vector
+/// only, the chunks of `docs`.
+async fn dense_only_collection(
+    client: &qdrant_client::Qdrant,
+    collection: &str,
+    docs: &[(&str, &str)],
+) {
+    use qdrant_client::qdrant::{
+        CreateCollectionBuilder, Distance, NamedVectors, PointStruct, UpsertPointsBuilder, Vector,
+        VectorParamsBuilder, VectorsConfigBuilder,
+    };
+    let e = embedder();
+    let mut dense = VectorsConfigBuilder::default();
+    dense.add_named_vector_params(
+        "dense",
+        VectorParamsBuilder::new(e.dim() as u64, Distance::Cosine),
+    );
+    client
+        .create_collection(CreateCollectionBuilder::new(collection).vectors_config(dense))
+        .await
+        .expect("create");
+    let vectors = e
+        .embed(docs.iter().map(|(_, t)| (*t).to_owned()).collect())
+        .await
+        .expect("embeds");
+    let points: Vec<PointStruct> = docs
+        .iter()
+        .zip(vectors)
+        .map(|((source, text), vector)| {
+            let json = serde_json::to_value(payload(source, text)).expect("json");
+            PointStruct::new(
+                ragchat::retrieval::chunk_id(source, 0).to_string(),
+                NamedVectors::default().add_vector("dense", Vector::new_dense(vector)),
+                qdrant_client::Payload::try_from(json).expect("payload"),
+            )
+        })
+        .collect();
+    client
+        .upsert_points(UpsertPointsBuilder::new(collection, points).wait(true))
+        .await
+        .expect("upsert");
+}
+
+/// Points of `collection` on the server without a BM25 vector.
+async fn missing_bm25_on_server(client: &qdrant_client::Qdrant, collection: &str) -> u64 {
+    use qdrant_client::qdrant::{Condition, CountPointsBuilder, Filter};
+    client
+        .count(
+            CountPointsBuilder::new(collection)
+                .filter(Filter::must_not([Condition::has_vector("bm25")]))
+                .exact(true),
+        )
+        .await
+        .expect("count")
+        .result
+        .map_or(0, |r| r.count)
+}
+
+#[tokio::test]
+async fn a_server_collection_made_before_hybrid_retrieval_is_upgraded_in_place() {
+    let docs = [
+        (
+            "a.md",
+            "Error E-4471 means the battery cells are out of balance.",
+        ),
+        (
+            "b.md",
+            "Error E-4417 means the humidity probe reads out of range.",
+        ),
+        ("c.md", "The and of it."),
+    ];
+    // As made before hybrid retrieval; then the same, with an upgrade that died right after
+    // declaring the BM25 vector.
+    for interrupted in [false, true] {
+        let Some(backend) = qdrant_backend() else {
+            return;
+        };
+        let (url, collection) = backend.collection.clone().expect("a server collection");
+        let client = server_client(&url);
+        dense_only_collection(&client, &collection, &docs).await;
+        if interrupted {
+            use qdrant_client::qdrant::{
+                CreateVectorNameRequestBuilder, Modifier, SparseVectorCreationConfigBuilder,
+            };
+            client
+                .create_vector_name(
+                    CreateVectorNameRequestBuilder::new(
+                        &collection,
+                        "bm25",
+                        SparseVectorCreationConfigBuilder::default().modifier(Modifier::Idf as i32),
+                    )
+                    .wait(true),
+                )
+                .await
+                .expect("declare");
+        }
+        assert_eq!(missing_bm25_on_server(&client, &collection).await, 3);
+        let index = backend.index.as_ref();
+        assert_eq!(index.count().await.expect("count"), 3, "nothing lost");
+        assert_eq!(
+            top_source(index, "E-4417", RetrievalMode::Hybrid).await,
+            "b.md"
+        );
+        assert_eq!(
+            top_source(index, "E-4471", RetrievalMode::Hybrid).await,
+            "a.md"
+        );
+        assert_eq!(
+            missing_bm25_on_server(&client, &collection).await,
+            0,
+            "every point got its BM25 vector (interrupted: {interrupted})"
+        );
+    }
+}
+
 /// Points of the index in `dir` without a BM25 vector.
 fn missing_bm25(dir: &Path) -> usize {
     let shard = EdgeShard::load(dir, None).expect("loads");
