@@ -89,6 +89,7 @@ def stream_row(n, name):
 
 
 rows = [row for row in (stream_row(n, f"ragchat-{n}") for n in levels) if row]
+qdrant_row = stream_row(1000, "qdrant-1000")
 auth_rows = [row for row in (stream_row(n, f"auth-{n}") for n in levels) if row]
 tele_rows = [(label, row) for label in ("tele-100", "tele-1")
              for row in (stream_row(n, f"{label}-{n}") for n in levels) if row]
@@ -379,7 +380,44 @@ for key, rep, chunks, emb in [
       f"{num(metric(rep, 'server_retrieve_ms'), 3)}/{num(metric(rep, 'server_retrieve_ms', 'p99'), 3)} | "
       f"{num(metric(rep, 'ttft_excl_embed_retrieve_ms'), 2)} | {F.get(f'ready_{key}_ms', '–')} ms | {rss_s} |")
 w("")
+q_small, q_big = load("qdrant-small.json"), load("qdrant-big.json")
+if q_small or qdrant_row:
+    w("### The Qdrant server backend (`BENCH_QDRANT_URL`)")
+    w("")
+    w(f"The same synthetic chunks and the same single client, with `RAGCHAT_INDEX=qdrant` against "
+      f"Qdrant {F.get('qdrant_version', '?')} at {F.get('qdrant_url', '?')} (gRPC, API key) on this "
+      "machine, beside the embedded index above; then the 1,000-stream level with the server index.")
+    w("")
+    w("| run | index chunks | index | retrieve p50/p99 | ttft−e−r p50 | ready after |")
+    w("|---|---|---|---|---|---|")
+    for key, rep, chunks, idx in [
+        ("index-small", small, F.get("index_small"), "embedded"),
+        ("qdrant-small", q_small, F.get("index_small"), "Qdrant server"),
+        ("index-big", big, F.get("index_big"), "embedded"),
+        ("qdrant-big", q_big, F.get("index_big"), "Qdrant server"),
+    ]:
+        if not rep:
+            continue
+        w(f"| {rep['label']} | {chunks} | {idx} | "
+          f"{num(metric(rep, 'server_retrieve_ms'), 3)}/{num(metric(rep, 'server_retrieve_ms', 'p99'), 3)} | "
+          f"{num(metric(rep, 'ttft_excl_embed_retrieve_ms'), 2)} | {F.get(f'ready_{key}_ms', '–')} ms |")
+    w("")
+    if qdrant_row:
+        w("| streams | index | tokens/s | ttft−e−r p50/p99 | retrieve p50/p99 | gap p50/p99/max | added gap p99 | ragchat CPU | errors / lost |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        for label, row in [("embedded", at1000), ("Qdrant server", qdrant_row)]:
+            if not row:
+                continue
+            r = row["r"]
+            cpu = f"{100 * row['cpu_s'][0] / max(row['cpu_s'][1], 1):.0f} %" if row["cpu_s"] is not None else "–"
+            errs = ", ".join(f"{k} {v}" for k, v in r.get("errors", {}).items()) or "0"
+            w(f"| 1,000 | {label} | {num(r.get('tokens_per_sec'), 0)} | {pp(r, 'ttft_excl_embed_retrieve_ms')} | "
+              f"{pp(r, 'server_retrieve_ms')} | {pp(r, 'inter_token_ms', ('p50', 'p99', 'max'))} | "
+              f"{num(row['added_gap'])} | {cpu} | {errs} / {row['lost']} |")
+        w("")
 for name, label in [("ingest-small.json", "index build, small"), ("ingest-big.json", "index build, grown"),
+                    ("ingest-qdrant-small.json", "index build on the Qdrant server, small"),
+                    ("ingest-qdrant-big.json", "index build on the Qdrant server, grown"),
                     ("ingest-local.json", "local-MiniLM ingest")]:
     j = load(name)
     if j:

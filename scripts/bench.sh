@@ -14,7 +14,11 @@
 #   BENCH_AUTH_STREAMS=1000                  streams of the JWT-authenticated row ("" skips it)
 #   BENCH_FAIR_CLIENTS=200 BENCH_FLOOD_RATE=500   fairness: well-behaved clients beside one flood
 #   BENCH_TELEMETRY_STREAMS=1000             streams of the telemetry rows ("" skips them)
-#   BENCH_SECTIONS="streams auth telemetry fair idle index local"   which sections run
+#   BENCH_SECTIONS="streams auth telemetry fair idle index local qdrant"   which sections run
+#   BENCH_QDRANT_URL=http://127.0.0.1:6334 BENCH_QDRANT_API_KEY=…   a Qdrant server: the `qdrant`
+#                                            section measures retrieval at both index sizes and the
+#                                            1,000-stream row with RAGCHAT_INDEX=qdrant (skipped
+#                                            without a URL; its collections are deleted after)
 #   BENCH_SKIP_BUILD=1                       reuse the release binaries already built
 #   BENCH_RAGCHAT_BIN=path                   measure another ragchat binary (e.g. an older commit)
 #   BENCH_KEEP=dir                           keep the raw results there (to re-render the report)
@@ -43,7 +47,7 @@ auth_streams="${BENCH_AUTH_STREAMS-1000}"
 fair_clients="${BENCH_FAIR_CLIENTS:-200}"
 flood_rate="${BENCH_FLOOD_RATE:-500}"
 tele_streams="${BENCH_TELEMETRY_STREAMS-1000}"
-sections=" ${BENCH_SECTIONS:-streams auth telemetry fair idle index local} "
+sections=" ${BENCH_SECTIONS:-streams auth telemetry fair idle index local qdrant} "
 section() { [[ "$sections" == *" $1 "* ]]; }
 
 build_cmd=(cargo build --release --locked -p ragchat -p ragchat-loadtest)
@@ -331,6 +335,53 @@ if section index; then
     ingest_big "$work/corpus-big" > "$results/ingest-big.json"
     retrieval_run index-big
   fi
+fi
+
+# --- 3b. the Qdrant server backend: the same index sizes, and the 1,000-stream row ---------------
+qdrant_env() { # qdrant_env COLLECTION
+  echo RAGCHAT_INDEX=qdrant RAGCHAT_QDRANT_URL="$BENCH_QDRANT_URL" \
+    RAGCHAT_QDRANT_API_KEY="${BENCH_QDRANT_API_KEY:-}" RAGCHAT_QDRANT_COLLECTION="$1"
+}
+if section qdrant && [[ -n "${BENCH_QDRANT_URL:-}" ]]; then
+  q_index="bench_index_$$" q_streams="bench_streams_$$"
+  # REST on the gRPC port minus one (6333 beside 6334), for deleting the collections after.
+  q_rest="${BENCH_QDRANT_REST:-$(echo "$BENCH_QDRANT_URL" | sed -E 's/:([0-9]+)$//'):$(( ${BENCH_QDRANT_URL##*:} - 1 ))}"
+  q_drop() { curl -fsS -X DELETE -H "api-key: ${BENCH_QDRANT_API_KEY:-}" "$q_rest/collections/$1" >/dev/null || true; }
+  fact[qdrant_url]="$BENCH_QDRANT_URL"
+  fact[qdrant_version]="$(curl -fsS -H "api-key: ${BENCH_QDRANT_API_KEY:-}" "$q_rest/" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("version","?"))' 2>/dev/null || echo '?')"
+  log "qdrant $BENCH_QDRANT_URL (${fact[qdrant_version]}): $index_small chunks"
+  [[ -d "$work/corpus-small" ]] || gen_corpus "$work/corpus-small" "$index_small" 0
+  env $(sim_env "$work/data-q") $(qdrant_env "$q_index") RAGCHAT_CHUNK_TOKENS=16 RAGCHAT_CHUNK_OVERLAP=0 \
+    "$ragchat_bin" ingest "$work/corpus-small" > "$results/ingest-qdrant-small.json"
+  q_run() { # q_run LABEL
+    start_ragchat "$1" $(sim_env "$work/data-q") $(qdrant_env "$q_index") RAGCHAT_LLM_MAX_TOKENS=4
+    fact[ready_$1_ms]="$ready_ms"
+    sleep 1
+    fact[rss_$1_kib]="$(rss_kib "$ragchat_pid")"
+    loadgen --url "$(ws_url)" --clients 1 --turns-per-client 60 --warmup-secs 0 --label "$1" \
+      --json "$results/$1.json" > "$results/$1.txt" || true
+    stop_ragchat
+  }
+  q_run qdrant-small
+  if (( index_big > index_small )); then
+    log "qdrant: growing to $index_big chunks"
+    [[ -d "$work/corpus-big" ]] || gen_corpus "$work/corpus-big" "$((index_big - index_small))" 100000
+    env $(sim_env "$work/data-q") $(qdrant_env "$q_index") RAGCHAT_CHUNK_TOKENS=16 RAGCHAT_CHUNK_OVERLAP=0 \
+      "$ragchat_bin" ingest "$work/corpus-big" > "$results/ingest-qdrant-big.json"
+    q_run qdrant-big
+  fi
+  q_drop "$q_index"
+  log "qdrant: 1000 streams with RAGCHAT_INDEX=qdrant"
+  env $(sim_env "$work/data-qs") $(qdrant_env "$q_streams") "$ragchat_bin" ingest tests/fixtures/corpus > /dev/null
+  start_ragchat streams-qdrant $(sim_env "$work/data-qs") $(qdrant_env "$q_streams")
+  sleep 2
+  if [[ ! -f "$results/direct-1000.json" ]]; then
+    loadgen --direct "$sim_url" --clients 1000 --ramp-secs "$ramp" --warmup-secs "$ramp" --duration-secs "$secs" \
+      --timeout-secs 60 --label "direct-1000" --json "$results/direct-1000.json" > "$results/direct-1000.txt" || true
+  fi
+  through_ragchat "qdrant-1000" 1000 "${spread[@]}"
+  stop_ragchat
+  q_drop "$q_streams"
 fi
 
 # --- 4. the local embedder: ingest throughput, query embedding ---------------------------------
