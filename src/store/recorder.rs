@@ -501,15 +501,16 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Queued>, closing: Ca
             }
             Some(key) = in_flight.next(), if !in_flight.is_empty() => {
                 busy.remove(&key);
-                if let Some(i) = held.iter().position(|q| q.key() == key) {
-                    let queued = held.remove(i).expect("position is in range");
-                    if shared.spool.is_empty() {
+                let mut next = take_held(&mut held, &key);
+                if shared.spool.is_empty() {
+                    if let Some(queued) = next.pop_front() {
                         busy.insert(key);
                         in_flight.push(Arc::clone(&shared).deliver(queued, closing.clone()));
-                    } else {
-                        // Its elder went to the spool: it goes behind it.
-                        shared.spool_queued(vec![queued]).await;
                     }
+                    held.extend(next);
+                } else if !next.is_empty() {
+                    // Their elder may have gone to the spool: they go behind it, in order.
+                    shared.spool_queued(next.into()).await;
                 }
             }
             // Before new records: a steady stream of them must not starve the replay.
@@ -549,15 +550,20 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Queued>, closing: Ca
         }
     }
     while let Some(key) = in_flight.next().await {
-        if let Some(i) = held.iter().position(|q| q.key() == key) {
-            let queued = held.remove(i).expect("position is in range");
-            if shared.spool.is_empty() {
+        let mut next = take_held(&mut held, &key);
+        if shared.spool.is_empty() {
+            if let Some(queued) = next.pop_front() {
                 in_flight.push(Arc::clone(&shared).deliver(queued, closing.clone()));
-            } else {
-                // Its elder may be in the spool: behind it, replayed in order below.
-                shared.spool_queued(vec![queued]).await;
             }
+            held.extend(next);
+        } else if !next.is_empty() {
+            // Their elder may be in the spool: behind it, replayed in order below.
+            shared.spool_queued(next.into()).await;
         }
+    }
+    // Nothing is held once nothing is in flight; should anything be, the spool keeps it.
+    if !held.is_empty() {
+        shared.spool_queued(held.drain(..).collect()).await;
     }
     if !shared.spool.is_empty() {
         // What does not make it within the deadline is replayed at the next start.
@@ -568,6 +574,13 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Queued>, closing: Ca
                 "records left in the spool; they are replayed at the next start");
         }
     }
+}
+
+/// The held records of document `key`, in arrival order, out of `held`.
+fn take_held(held: &mut VecDeque<Queued>, key: &Key) -> VecDeque<Queued> {
+    let (mine, rest) = held.drain(..).partition(|q| q.key() == *key);
+    *held = rest;
+    mine
 }
 
 impl Recorder {
@@ -876,6 +889,40 @@ mod tests {
             "the rating is not overwritten by the retried original"
         );
         assert_eq!(spool.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn ratings_that_wait_behind_a_spooled_record_follow_it_in_order() {
+        // The store is down: the turn's record runs out of retries and is spooled while two
+        // ratings of it wait. Both go to the spool behind it, in order; the last one wins.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Arc::new(Spool::open(dir.path(), "t", 1 << 30).expect("spool"));
+        let store = Arc::new(Flaky::default());
+        store.down.store(true, Ordering::SeqCst);
+        let (recorder, task) =
+            Recorder::start(store.clone(), spool.clone(), None, 64, policy(), latency());
+        let original = record("c", "r0");
+        let rated = |rating, comment: &str| TurnRecord {
+            feedback: Some(crate::store::TurnFeedback {
+                rating,
+                comment: Some(comment.into()),
+                at: now_rfc3339(),
+            }),
+            ..original.clone()
+        };
+        let (first, last) = (
+            rated(crate::chat::protocol::Rating::Up, "first"),
+            rated(crate::chat::protocol::Rating::Down, "changed my mind"),
+        );
+        recorder.record(original.clone()).await;
+        recorder.record(first).await;
+        recorder.record(last.clone()).await;
+        eventually("all three are spooled", || spool.len() == 3).await;
+        store.down.store(false, Ordering::SeqCst);
+        eventually("the spool is replayed", || spool.is_empty()).await;
+        task.finish().await;
+        assert_eq!(store.writes.lock().expect("lock").len(), 3);
+        assert_eq!(store.last.lock().expect("lock").get("r0"), Some(&last));
     }
 
     #[tokio::test]
