@@ -415,16 +415,23 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
     /// Records a rating: `feedback_saved`, or an error with `feedback_for` that names no turn
     /// (an error naming a turn would end it for the client).
     async fn on_feedback(&mut self, feedback: Feedback) -> String {
+        let turn_id = feedback.turn_id.clone();
+        let refused = |e: ApiError| {
+            ServerFrame::Error(ErrorFrame {
+                feedback_for: Some(turn_id.clone()),
+                ..ErrorFrame::new(None, e)
+            })
+            .to_json()
+        };
         if self.feedback_left == 0 {
             let e = ApiError::new(
                 ErrorCode::RateLimited,
                 "too many feedback frames on this socket; ask another question first",
             );
             self.refused(Refusals::RATE, &e.message);
-            return error_json(None, e);
+            return refused(e);
         }
         self.feedback_left -= 1;
-        let turn_id = feedback.turn_id.clone();
         let rater = Rater {
             principal: &self.principal,
             conversation_id: &self.conversation_id,
@@ -432,12 +439,11 @@ impl<O: Sink<Outgoing> + Unpin + Send + 'static> Session<O> {
             recent: &self.recent,
         };
         match super::feedback::record(&self.state, &rater, feedback).await {
-            Ok(()) => ServerFrame::FeedbackSaved(FeedbackSaved { turn_id }).to_json(),
-            Err(e) => ServerFrame::Error(ErrorFrame {
-                feedback_for: Some(turn_id),
-                ..ErrorFrame::new(None, e)
+            Ok(()) => ServerFrame::FeedbackSaved(FeedbackSaved {
+                turn_id: turn_id.clone(),
             })
             .to_json(),
+            Err(e) => refused(e),
         }
     }
 

@@ -618,4 +618,17 @@ async fn feedback_for_an_unknown_or_running_turn_or_too_long_is_refused_without_
     assert_eq!(error_code(&client.frame().await), ErrorCode::TooLarge);
     client.send(json!({"type":"feedback","turn_id":"t1","rating":"meh"}));
     assert_eq!(error_code(&client.frame().await), ErrorCode::BadRequest);
+
+    // A socket that only rates runs out of ratings; the refusal still names no turn.
+    let mut last = None;
+    for _ in 0..64 {
+        client.send(json!({"type":"feedback","turn_id":"t1","rating":"up"}));
+        if let ServerFrame::Error(e) = client.frame().await {
+            last = Some(e);
+            break;
+        }
+    }
+    let e = last.expect("the allowance runs out");
+    assert_eq!(e.code, ErrorCode::RateLimited);
+    assert_eq!((e.turn_id, e.feedback_for.as_deref()), (None, Some("t1")));
 }
