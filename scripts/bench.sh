@@ -312,11 +312,11 @@ for f in range(first, first + files):
             fh.write(f"R{f}-{i}: " + " ".join(rng.choice(words) for _ in range(5)) + ".\n\n")
 PY
 }
-ingest_big() { # ingest_big DIR
-  env $(sim_env "$work/data-big") RAGCHAT_CHUNK_TOKENS=16 RAGCHAT_CHUNK_OVERLAP=0 "$ragchat_bin" ingest "$1"
+ingest_big() { # ingest_big DIR [ENV...]  (ENV: e.g. the Qdrant server's)
+  env $(sim_env "$work/data-big") RAGCHAT_CHUNK_TOKENS=16 RAGCHAT_CHUNK_OVERLAP=0 "${@:2}" "$ragchat_bin" ingest "$1"
 }
-retrieval_run() { # retrieval_run LABEL
-  start_ragchat "$1" $(sim_env "$work/data-big") RAGCHAT_LLM_MAX_TOKENS=4
+retrieval_run() { # retrieval_run LABEL [ENV...]
+  start_ragchat "$1" $(sim_env "$work/data-big") RAGCHAT_LLM_MAX_TOKENS=4 "${@:2}"
   fact[ready_$1_ms]="$ready_ms"
   sleep 1
   fact[rss_$1_kib]="$(rss_kib "$ragchat_pid")"
@@ -351,24 +351,13 @@ if section qdrant && [[ -n "${BENCH_QDRANT_URL:-}" ]]; then
   fact[qdrant_version]="$(curl -fsS -H "api-key: ${BENCH_QDRANT_API_KEY:-}" "$q_rest/" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("version","?"))' 2>/dev/null || echo '?')"
   log "qdrant $BENCH_QDRANT_URL (${fact[qdrant_version]}): $index_small chunks"
   [[ -d "$work/corpus-small" ]] || gen_corpus "$work/corpus-small" "$index_small" 0
-  env $(sim_env "$work/data-q") $(qdrant_env "$q_index") RAGCHAT_CHUNK_TOKENS=16 RAGCHAT_CHUNK_OVERLAP=0 \
-    "$ragchat_bin" ingest "$work/corpus-small" > "$results/ingest-qdrant-small.json"
-  q_run() { # q_run LABEL
-    start_ragchat "$1" $(sim_env "$work/data-q") $(qdrant_env "$q_index") RAGCHAT_LLM_MAX_TOKENS=4
-    fact[ready_$1_ms]="$ready_ms"
-    sleep 1
-    fact[rss_$1_kib]="$(rss_kib "$ragchat_pid")"
-    loadgen --url "$(ws_url)" --clients 1 --turns-per-client 60 --warmup-secs 0 --label "$1" \
-      --json "$results/$1.json" > "$results/$1.txt" || true
-    stop_ragchat
-  }
-  q_run qdrant-small
+  ingest_big "$work/corpus-small" $(qdrant_env "$q_index") > "$results/ingest-qdrant-small.json"
+  retrieval_run qdrant-small $(qdrant_env "$q_index")
   if (( index_big > index_small )); then
     log "qdrant: growing to $index_big chunks"
     [[ -d "$work/corpus-big" ]] || gen_corpus "$work/corpus-big" "$((index_big - index_small))" 100000
-    env $(sim_env "$work/data-q") $(qdrant_env "$q_index") RAGCHAT_CHUNK_TOKENS=16 RAGCHAT_CHUNK_OVERLAP=0 \
-      "$ragchat_bin" ingest "$work/corpus-big" > "$results/ingest-qdrant-big.json"
-    q_run qdrant-big
+    ingest_big "$work/corpus-big" $(qdrant_env "$q_index") > "$results/ingest-qdrant-big.json"
+    retrieval_run qdrant-big $(qdrant_env "$q_index")
   fi
   q_drop "$q_index"
   log "qdrant: 1000 streams with RAGCHAT_INDEX=qdrant"

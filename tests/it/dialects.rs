@@ -21,7 +21,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::llm_contract::{collect, text};
-use crate::support::{config, connect, send, spawn_app, turn_frames, wait_record};
+use crate::support::{config, connect, send, serve_router, spawn_app, turn_frames, wait_record};
 
 const OPENAI_KEY: &str = "sk-test-0123456789";
 const AZURE_KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -149,14 +149,7 @@ async fn provider() -> Provider {
             }
         }
     };
-    let router = axum::Router::new().fallback(handler);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let addr = serve_router(axum::Router::new().fallback(handler)).await;
     Provider { addr, seen }
 }
 

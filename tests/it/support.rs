@@ -610,6 +610,15 @@ pub async fn replay() -> Replay {
             get(|| async { json(200, r#"{"object":"list","data":[]}"#.into()) }),
         )
         .with_state(Arc::clone(&endless_dropped));
+    let addr = serve_router(router).await;
+    Replay {
+        addr,
+        endless_dropped,
+    }
+}
+
+/// Serves `router` on 127.0.0.1:0 for the rest of the test; its address.
+pub async fn serve_router(router: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -617,8 +626,5 @@ pub async fn replay() -> Replay {
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
-    Replay {
-        addr,
-        endless_dropped,
-    }
+    addr
 }
